@@ -1,0 +1,202 @@
+"""The adapter protocol: the only place that knows how to call one backbone family.
+
+An adapter says which input fields carry the frame axis (``temporal``), which carry the candidate
+axis (``candidate``) and the question (``question``, open-ended mixup), how to run the model
+(``forward``), and how the model can see a subset of frames (``subset_mode``):
+
+- ``"mask"``: keep T and narrow a frame mask the model honours exactly (``mask_field``);
+- ``"lengths"``: gather kept frames to the front, pad, and pass kept counts (``lengths_field``);
+- ``"bucket"``: group rows by kept count and run each group physically sliced, no padding at all.
+
+Whatever the mode, a view whose rows all keep the same number of frames (a single frame, say) is
+run physically sliced: a length-1 input, never T frames with T-1 masked.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+
+from sparc.frames import bucket_by_count, gather_kept, valid_frames
+from sparc.outputs import ModelOutput
+
+SUBSET_MODES = ("mask", "lengths", "bucket")
+
+
+def as_model_output(result) -> ModelOutput:
+    """Accept a ModelOutput, a logits tensor, or a tuple whose first item is the logits."""
+    if isinstance(result, ModelOutput):
+        return result
+    if torch.is_tensor(result):
+        return ModelOutput(logits=result)
+    if isinstance(result, (tuple, list)) and result and torch.is_tensor(result[0]):
+        return ModelOutput(logits=result[0])
+    raise TypeError(f"cannot read logits from a model output of type {type(result).__name__}")
+
+
+class Adapter:
+    """Base class with the default subset machinery driven by ``temporal``.
+
+    Subclasses set the class attributes and implement :meth:`forward`. Batches are dicts; every
+    tensor whose first axis is the batch size (and every list of that length) is a per-sample field.
+    """
+
+    temporal: Dict[str, int] = {}
+    candidate: Dict[str, int] = {}
+    question: Dict[str, int] = {}
+    subset_mode: str = "bucket"
+    lengths_field: Optional[str] = None
+    mask_field: Optional[str] = None
+    answer_field: str = "answer"
+    qid_field: str = "qid"
+    open_ended: bool = False
+    # A single-frame view can leave temporal parameters without gradient; DDP must then be told.
+    find_unused_parameters: bool = False
+
+    # ---- what subclasses provide --------------------------------------------------------------
+    def forward(self, model, inputs: dict) -> ModelOutput:
+        raise NotImplementedError
+
+    def mode_for(self, model) -> str:
+        """The subset mode used for ``model`` (an adapter driving two classes may differ per class)."""
+        return self.subset_mode
+
+    # ---- shapes -------------------------------------------------------------------------------
+    def _first_temporal(self):
+        if not self.temporal:
+            raise ValueError(f"{type(self).__name__} declares no temporal field")
+        return next(iter(self.temporal.items()))
+
+    def batch_size(self, inputs: dict) -> int:
+        name, _ = self._first_temporal()
+        return inputs[name].shape[0]
+
+    def num_frames(self, inputs: dict) -> int:
+        name, dim = self._first_temporal()
+        return inputs[name].shape[dim]
+
+    def valid_frames(self, inputs: dict) -> torch.Tensor:
+        """``[B, T]`` True for real frames (from the lengths or mask field when the batch has one)."""
+        name, _ = self._first_temporal()
+        device = inputs[name].device
+        if self.lengths_field and inputs.get(self.lengths_field) is not None:
+            return valid_frames(self.num_frames(inputs), inputs[self.lengths_field], self.batch_size(inputs), device)
+        if self.mask_field and inputs.get(self.mask_field) is not None:
+            return inputs[self.mask_field].bool()
+        return valid_frames(self.num_frames(inputs), None, self.batch_size(inputs), device)
+
+    # ---- batch plumbing -----------------------------------------------------------------------
+    def select_batch(self, inputs: dict, rows: torch.Tensor) -> dict:
+        """The per-sample fields restricted to ``rows`` (other fields pass through)."""
+        B = self.batch_size(inputs)
+        out = {}
+        for key, value in inputs.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == B:
+                out[key] = value[rows.to(value.device)]
+            elif isinstance(value, (list, tuple)) and len(value) == B:
+                out[key] = [value[i] for i in rows.tolist()]
+            else:
+                out[key] = value
+        return out
+
+    def slice_frames(self, inputs: dict, keep: torch.Tensor) -> dict:
+        """Every temporal field physically restricted to the kept frames (rows must keep equally many)."""
+        out = dict(inputs)
+        for name, dim in self.temporal.items():
+            if inputs.get(name) is not None:
+                out[name], _ = gather_kept(inputs[name], keep.to(inputs[name].device), dim)
+        if self.lengths_field and inputs.get(self.lengths_field) is not None:
+            out[self.lengths_field] = keep.sum(dim=1).to(inputs[self.lengths_field])
+        return out
+
+    def subset(self, inputs: dict, keep: torch.Tensor) -> dict:
+        """The inputs restricted to ``keep`` for the mask and lengths modes (bucket mode runs groups)."""
+        mode = self.subset_mode
+        if mode == "mask":
+            out = dict(inputs)
+            mask = inputs.get(self.mask_field)
+            keep = keep.to(inputs[self._first_temporal()[0]].device)
+            out[self.mask_field] = keep.float() if mask is None else (mask.bool() & keep).to(mask.dtype)
+            return out
+        if mode == "lengths":
+            out = dict(inputs)
+            for name, dim in self.temporal.items():
+                if inputs.get(name) is not None:
+                    out[name], counts = gather_kept(inputs[name], keep.to(inputs[name].device), dim)
+            out[self.lengths_field] = keep.sum(dim=1).to(keep.device)
+            return out
+        raise ValueError(f"subset() serves the mask and lengths modes; {type(self).__name__} uses {mode!r}")
+
+    def forward_subset(self, model, inputs: dict, keep: torch.Tensor) -> ModelOutput:
+        """Run ``model`` on the kept frames of every row (each row keeps at least one frame)."""
+        counts = keep.sum(dim=1)
+        if (counts == 0).any():
+            raise ValueError(f"batch row {int(torch.nonzero(counts == 0)[0])} keeps no frame")
+        if bool((counts == counts[0]).all()):
+            return self.forward(model, self.slice_frames(inputs, keep))
+        mode = self.mode_for(model)
+        if mode == "mask":
+            return self.forward(model, self._with_mode("mask").subset(inputs, keep))
+        if mode == "lengths":
+            return self.forward(model, self._with_mode("lengths").subset(inputs, keep))
+        if mode != "bucket":
+            raise ValueError(f"unknown subset mode {mode!r}; expected one of {SUBSET_MODES}")
+        logits = None
+        for _, rows in bucket_by_count(keep):
+            group = self.select_batch(inputs, rows)
+            out = self.forward(model, self.slice_frames(group, keep[rows]))
+            if logits is None:
+                logits = out.logits.new_zeros((keep.shape[0],) + tuple(out.logits.shape[1:]))
+            logits = logits.index_copy(0, rows.to(logits.device), out.logits)
+        return ModelOutput(logits=logits)
+
+    def _with_mode(self, mode: str) -> "Adapter":
+        if self.subset_mode == mode:
+            return self
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.subset_mode = mode
+        return clone
+
+
+class FunctionAdapter(Adapter):
+    """Drive any model with a function: ``FunctionAdapter(lambda m, x: m(x["video"], x["question"]),
+    temporal={"video": 1}, subset="bucket")``. The function returns logits, a tuple starting with
+    them, or a :class:`ModelOutput`."""
+
+    def __init__(
+        self,
+        forward_fn: Callable,
+        temporal: Dict[str, int],
+        subset: str = "bucket",
+        *,
+        candidate: Optional[Dict[str, int]] = None,
+        question: Optional[Dict[str, int]] = None,
+        lengths_field: Optional[str] = None,
+        mask_field: Optional[str] = None,
+        answer_field: str = "answer",
+        qid_field: str = "qid",
+        open_ended: bool = False,
+        find_unused_parameters: bool = False,
+    ):
+        if subset not in SUBSET_MODES:
+            raise ValueError(f"subset must be one of {SUBSET_MODES}, got {subset!r}")
+        if subset == "lengths" and not lengths_field:
+            raise ValueError("subset='lengths' needs lengths_field (the input the model reads lengths from)")
+        if subset == "mask" and not mask_field:
+            raise ValueError("subset='mask' needs mask_field (the frame mask the model honours)")
+        self.forward_fn = forward_fn
+        self.temporal = dict(temporal)
+        self.subset_mode = subset
+        self.candidate = dict(candidate or {})
+        self.question = dict(question or {})
+        self.lengths_field = lengths_field
+        self.mask_field = mask_field
+        self.answer_field = answer_field
+        self.qid_field = qid_field
+        self.open_ended = open_ended
+        self.find_unused_parameters = find_unused_parameters
+
+    def forward(self, model, inputs: dict) -> ModelOutput:
+        return as_model_output(self.forward_fn(model, inputs))

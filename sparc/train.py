@@ -1,0 +1,258 @@
+"""The Accelerate training loop the recipes and the demo share.
+
+One process or many (``accelerate launch``): ``prepare``, gradient accumulation, the mixed-precision
+flag, step-granular ``save_state``/``load_state`` resume (the techniques' generators travel in the
+model's state), tqdm on the main process, evaluation with ``gather_for_metrics``, and logging through
+accelerate's trackers. This is the only module of the library that builds an ``Accelerator``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64              # per process
+    eval_batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "no"       # "no" | "fp16" | "bf16"
+    max_grad_norm: Optional[float] = None
+    seed: int = 0
+    output_dir: Optional[str] = None  # checkpoints and logs; None keeps nothing on disk
+    checkpoint_every: int = 0         # optimizer steps between checkpoints (0: at each epoch end)
+    keep_checkpoints: int = 2
+    resume: bool = True               # continue from the newest checkpoint in output_dir
+    num_workers: int = 0
+    progress: bool = True
+    log_with: Optional[str] = "auto"  # "auto": tensorboard when installed and output_dir is set
+    max_steps: Optional[int] = None   # stop after this many optimizer steps (tests, smoke runs)
+
+
+@dataclass
+class TrainResult:
+    losses: List[float] = field(default_factory=list)           # per optimizer step, this process
+    terms: List[Dict[str, float]] = field(default_factory=list)
+    eval_history: List[Dict[str, float]] = field(default_factory=list)
+    metrics: Dict[str, float] = field(default_factory=dict)     # last evaluation
+    predictions: Optional[torch.Tensor] = None                  # [N] predicted index per eval example
+    global_step: int = 0
+
+
+class EpochShuffleSampler(Sampler):
+    """A shuffle that depends only on (seed, epoch): a resumed run sees exactly the same order."""
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True):
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.size))
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _resolve_priors(priors, batch: dict, qid_field: str):
+    if priors is None:
+        return None
+    if callable(priors) and not hasattr(priors, "lookup"):
+        return priors(batch)
+    return priors.lookup(batch[qid_field])
+
+
+def _tracker(config: TrainConfig):
+    if config.log_with != "auto":
+        return config.log_with
+    if not config.output_dir:
+        return None
+    try:
+        import tensorboard  # noqa: F401
+        return "tensorboard"
+    except ImportError:
+        return None
+
+
+def make_accelerator(config: TrainConfig, ddp_kwargs: Optional[dict] = None):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    handlers = [DistributedDataParallelKwargs(**ddp_kwargs)] if ddp_kwargs else []
+    project = ProjectConfiguration(project_dir=config.output_dir or ".", automatic_checkpoint_naming=False)
+    return Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=_tracker(config),
+        project_config=project,
+        kwargs_handlers=handlers,
+    )
+
+
+def _checkpoints(output_dir: str) -> List[str]:
+    root = os.path.join(output_dir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    done = [d for d in os.listdir(root) if d.startswith("step-") and os.path.exists(os.path.join(root, d, "progress.json"))]
+    return [os.path.join(root, d) for d in sorted(done, key=lambda d: int(d.split("-")[1]))]
+
+
+def _save_checkpoint(accelerator, config: TrainConfig, progress: dict) -> None:
+    """Write to a temporary folder, then rename: a kill mid-save never leaves a half checkpoint."""
+    root = os.path.join(config.output_dir, "checkpoints")
+    final = os.path.join(root, f"step-{progress['global_step']:08d}")
+    tmp = final + ".tmp"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp, safe_serialization=False)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with open(os.path.join(tmp, "progress.json"), "w") as f:
+            json.dump(progress, f, sort_keys=True)
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in _checkpoints(config.output_dir)[:-config.keep_checkpoints]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, loader, answer_field: str = "answer", index_field: str = "index"):
+    """Accuracy over the whole eval set, gathered per example across processes (no duplicates)."""
+    model.eval()
+    indices, preds, answers = [], [], []
+    for batch in loader:
+        logits = model(batch).logits
+        pred = logits.argmax(dim=-1)
+        idx = batch[index_field] if index_field in batch else torch.arange(pred.shape[0], device=pred.device)
+        idx, pred, ans = accelerator.gather_for_metrics((idx.to(pred.device), pred, batch[answer_field].to(pred.device)))
+        indices.append(idx.cpu()); preds.append(pred.cpu()); answers.append(ans.cpu())
+    model.train()
+    idx, pred, ans = torch.cat(indices), torch.cat(preds), torch.cat(answers)
+    order = torch.argsort(idx)
+    correct = (pred == ans).float()
+    return {"accuracy": float(correct.mean()), "num_examples": int(idx.numel())}, pred[order]
+
+
+def train(
+    model,
+    train_set,
+    collate_fn: Callable,
+    config: TrainConfig,
+    *,
+    eval_set=None,
+    priors=None,
+    optimizer=None,
+    qid_field: str = "qid",
+    answer_field: str = "answer",
+    accelerator=None,
+    description: str = "train",
+) -> TrainResult:
+    """Train a wrapped model (``sparc.wrap``) or any module whose training forward returns ``.loss``.
+
+    ``priors``: a PriorStore (looked up by ``batch[qid_field]``), a function ``batch -> [B, T, C]``,
+    or None. Evaluation runs after every epoch on ``eval_set`` when given.
+    """
+    from accelerate.utils import set_seed, skip_first_batches
+    from tqdm.auto import tqdm
+
+    if accelerator is None:
+        ddp = model.ddp_kwargs() if hasattr(model, "ddp_kwargs") else None
+        accelerator = make_accelerator(config, ddp)
+    set_seed(config.seed, device_specific=True)  # dropout differs per process, reproducibly
+    if hasattr(model, "reseed"):
+        model.reseed(config.seed + accelerator.process_index)
+
+    sampler = EpochShuffleSampler(len(train_set), config.seed)
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_fn,
+                              num_workers=config.num_workers, drop_last=False)
+    eval_loader = None
+    if eval_set is not None:
+        eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False, collate_fn=collate_fn,
+                                 num_workers=config.num_workers)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if eval_loader is not None:
+        model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+
+    result = TrainResult()
+    start_epoch, skip_batches = 0, 0
+    if config.output_dir and config.resume and _checkpoints(config.output_dir):
+        latest = _checkpoints(config.output_dir)[-1]
+        accelerator.load_state(latest)
+        with open(os.path.join(latest, "progress.json")) as f:
+            progress = json.load(f)
+        start_epoch, skip_batches, result.global_step = progress["epoch"], progress["batch"], progress["global_step"]
+        accelerator.print(f"resuming from {latest} (epoch {start_epoch}, batch {skip_batches})")
+    if accelerator.trackers == [] and _tracker(config):
+        accelerator.init_trackers("sparc", config={k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))})
+
+    steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
+    total = steps_per_epoch * config.epochs
+    bar = tqdm(total=total, initial=result.global_step, desc=description, leave=False, dynamic_ncols=True,
+               disable=not (config.progress and accelerator.is_local_main_process))
+    model.train()
+    done = False
+    for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch)
+        loader = skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
+        for batch_in_epoch, batch in enumerate(loader, start=skip_batches):
+            with accelerator.accumulate(model):
+                out = model(batch, priors=_resolve_priors(priors, batch, qid_field))
+                accelerator.backward(out.loss)
+                if config.max_grad_norm and accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            result.global_step += 1
+            loss = float(out.loss.detach())
+            result.losses.append(loss)
+            result.terms.append({k: float(v.detach()) for k, v in getattr(out, "terms", {}).items()})
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", epoch=epoch)
+            if accelerator.trackers:
+                accelerator.log({"train/loss": loss, **{f"train/{k}": v for k, v in result.terms[-1].items()}}, step=result.global_step)
+            if config.output_dir and config.checkpoint_every and result.global_step % config.checkpoint_every == 0:
+                _save_checkpoint(accelerator, config, {"epoch": epoch, "batch": batch_in_epoch + 1, "global_step": result.global_step})
+            if config.max_steps and result.global_step >= config.max_steps:
+                done = True
+                break
+        skip_batches = 0
+        if eval_loader is not None and not done:
+            metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field)
+            result.metrics = metrics
+            result.eval_history.append({"epoch": epoch, **metrics})
+            if accelerator.trackers:
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=result.global_step)
+        if config.output_dir and not config.checkpoint_every and not done:
+            _save_checkpoint(accelerator, config, {"epoch": epoch + 1, "batch": 0, "global_step": result.global_step})
+        if done:
+            break
+    bar.close()
+    if eval_loader is not None and done:
+        result.metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field)
+    if accelerator.trackers:
+        accelerator.end_training()
+    return result

@@ -1,0 +1,137 @@
+"""The reference HGA (sparc.adapters.hga) against the original doc-doc/NExT-QA code's fixture,
+and the original's defects it fixes (batch of one, single frame, padding, candidate count)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sparc.testing import FIXTURE_BUILDERS, original_fixture
+
+FIXTURE = Path(__file__).parent / "fixtures" / "original" / "hga"
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def fx():
+    return original_fixture(FIXTURE)
+
+
+def _run(model, *args, **kwargs):
+    model.eval()
+    with torch.no_grad():
+        return model(*args, **kwargs)
+
+
+def _close(a, b, tol=TOL):
+    return (a - b).abs().max().item() <= tol
+
+
+def test_fixture_reproduced(fx):
+    diffs = fx.compare()
+    assert set(diffs) == {"out_intended_masks", "predict_idx_intended_masks"}
+    assert max(diffs.values()) <= TOL, diffs
+
+
+def test_batch_of_one_equals_row_of_batch(fx):
+    vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
+    out, idx = _run(fx.model, vid, qas, lens)
+    for b in range(vid.shape[0]):
+        out1, idx1 = _run(fx.model, vid[b : b + 1], qas[b : b + 1], lens[b : b + 1])
+        assert out1.shape == (1, qas.shape[1]) and idx1.shape == (1,)
+        assert _close(out1[0], out[b])
+        assert idx1.item() == idx[b].item()
+
+
+def test_single_frame_is_finite(fx):
+    vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
+    out, idx = _run(fx.model, vid[:, :1], qas, lens)
+    assert out.shape == (vid.shape[0], qas.shape[1])
+    assert torch.isfinite(out).all()
+    out1, _ = _run(fx.model, vid[:1, :1], qas[:1], lens[:1])  # B = 1 and T = 1 together
+    assert torch.isfinite(out1).all() and _close(out1[0], out[0])
+
+
+def test_padded_frames_have_no_influence(fx):
+    qas, lens = fx.inputs["qas"], fx.inputs["qas_lengths"]
+    gen = torch.Generator().manual_seed(0)
+    T = 6
+    vid = torch.randn(2, T, fx.model.vid_encoder.dim_vid, generator=gen)
+    for vid_lengths in ([3, 6], [1, 4], [6, 6]):
+        padded = vid.clone()
+        for b, n in enumerate(vid_lengths):
+            padded[b, n:] = 50 * torch.randn(T - n, vid.shape[-1], generator=gen)  # garbage
+        out, idx = _run(fx.model, padded, qas, lens, vid_lengths=torch.tensor(vid_lengths))
+        for b, n in enumerate(vid_lengths):
+            alone, alone_idx = _run(fx.model, vid[b : b + 1, :n], qas[b : b + 1], lens[b : b + 1])
+            assert _close(out[b], alone[0]), (vid_lengths, b)
+            assert idx[b].item() == alone_idx.item()
+
+
+def test_question_padding_has_no_influence(fx):
+    vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
+    out, _ = _run(fx.model, vid, qas, lens)
+    gen = torch.Generator().manual_seed(1)
+    longer = torch.cat([qas, torch.randn(*qas.shape[:2], 4, qas.shape[-1], generator=gen)], dim=2)
+    out_longer, _ = _run(fx.model, vid, longer, lens)
+    assert _close(out_longer, out)
+
+
+def test_any_number_of_candidates(fx):
+    vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
+    out, _ = _run(fx.model, vid, qas, lens)
+    out3, idx3 = _run(fx.model, vid, qas[:, :3], lens[:, :3])
+    assert out3.shape == (2, 3) and _close(out3, out[:, :3])
+    assert torch.equal(idx3, out[:, :3].argmax(1))
+    out7, _ = _run(fx.model, vid, torch.cat([qas, qas[:, :2]], 1), torch.cat([lens, lens[:, :2]], 1))
+    assert out7.shape == (2, 7) and _close(out7[:, :5], out) and _close(out7[:, 5:], out[:, :2])
+
+
+def test_released_checkpoint_loads_strictly_and_forward_adds_no_parameters():
+    config = json.loads((FIXTURE / "config.json").read_text())
+    model, _ = FIXTURE_BUILDERS["HGA"](config)
+    sd = load_file(str(FIXTURE / "state_dict.safetensors"))
+    stale = [k for k in sd if k.startswith("co_attn.") and k.endswith(".weight")]
+    assert len(stale) == 6  # what the original's weight-drop leaves in every checkpoint
+    result = model.load_state_dict(sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    own = model.state_dict()
+    assert not set(stale) & set(own)
+    for k in stale:
+        assert torch.equal(own[k + "_raw"], sd[k + "_raw"])
+
+    # Strictness still bites for anything else.
+    broken = dict(sd)
+    del broken["fusion.linear_out.bias"]
+    with pytest.raises(RuntimeError):
+        model.load_state_dict(broken)
+    broken = dict(sd, **{"co_attn.encoder_layers.0.linear_question.bogus": torch.zeros(1)})
+    with pytest.raises(RuntimeError):
+        model.load_state_dict(broken)
+
+    # Training forward: weight-drop is applied without registering parameters; grads reach weight_raw.
+    n_keys = len(own)
+    model.train()
+    vid = torch.randn(2, 3, model.vid_encoder.dim_vid)
+    qas = torch.randn(2, 5, 6, 768)
+    out, _ = model(vid, qas, torch.tensor([[6, 5, 4, 3, 2], [1, 2, 3, 4, 6]]), vid_lengths=torch.tensor([2, 3]))
+    out.sum().backward()
+    assert len(model.state_dict()) == n_keys
+    assert model.co_attn.encoder_layers[0].linear_question.weight_raw.grad is not None
+
+
+def test_block_chunk_sizes_match_block_bootstrap():
+    from sparc.adapters.hga import get_sizes_list
+
+    assert get_sizes_list(1600, 20) == [80] * 20
+    assert get_sizes_list(40, 4) == [10] * 4
+    assert get_sizes_list(10, 4) == [3, 3, 3, 1]
+    assert get_sizes_list(9, 6) == [2, 2, 2, 1, 1, 1]
+
+
+def test_unknown_fixture_model_raises(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model": "NoSuchModel"}))
+    with pytest.raises(ValueError, match="NoSuchModel"):
+        original_fixture(tmp_path)
