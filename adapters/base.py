@@ -108,6 +108,8 @@ class Adapter:
                 out[name], _ = gather_kept(inputs[name], keep.to(inputs[name].device), dim)
         if self.lengths_field and inputs.get(self.lengths_field) is not None:
             out[self.lengths_field] = keep.sum(dim=1).to(inputs[self.lengths_field])
+        if self.mask_field and self.mask_field not in self.temporal and inputs.get(self.mask_field) is not None:
+            out[self.mask_field], _ = gather_kept(inputs[self.mask_field], keep.to(inputs[self.mask_field].device), 1)
         return out
 
     def subset(self, inputs: dict, keep: torch.Tensor) -> dict:

@@ -171,7 +171,8 @@ def train(
     ``priors``: a PriorStore (looked up by ``batch[qid_field]``), a function ``batch -> [B, T, C]``,
     or None. Evaluation runs after every epoch on ``eval_set`` when given.
     """
-    from accelerate.utils import set_seed, skip_first_batches
+    from accelerate import skip_first_batches
+    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     if accelerator is None:
