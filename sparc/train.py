@@ -183,12 +183,15 @@ def train(
         model.reseed(config.seed + accelerator.process_index)
 
     sampler = EpochShuffleSampler(len(train_set), config.seed)
+    # The loader gets its own generator: creating an iterator would otherwise draw from the global
+    # RNG, and a resumed run (which creates one more iterator) would see different dropout masks.
     train_loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, collate_fn=collate_fn,
-                              num_workers=config.num_workers, drop_last=False)
+                              num_workers=config.num_workers, drop_last=False,
+                              generator=torch.Generator().manual_seed(config.seed))
     eval_loader = None
     if eval_set is not None:
         eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False, collate_fn=collate_fn,
-                                 num_workers=config.num_workers)
+                                 num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed))
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if eval_loader is not None:
@@ -215,8 +218,12 @@ def train(
     model.train()
     done = False
     for epoch in range(start_epoch, config.epochs):
-        sampler.set_epoch(epoch)
         loader = skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
+        # Accelerate's loaders re-set the sampler's epoch from their own iteration counter at every
+        # __iter__; a fresh (resumed or skipping) loader would restart at 0, so tell it the epoch.
+        sampler.set_epoch(epoch)
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
         for batch_in_epoch, batch in enumerate(loader, start=skip_batches):
             with accelerator.accumulate(model):
                 out = model(batch, priors=_resolve_priors(priors, batch, qid_field))

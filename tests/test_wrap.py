@@ -1,0 +1,227 @@
+"""sparc.wrap: eval is the bare model, each view runs once per step, the terms follow the equations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sparc
+from sparc.adapters import FunctionAdapter, HGAAdapter
+from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA
+from sparc.frames import sample_single_frame
+
+
+class MeanScorer(nn.Module):
+    """Deterministic toy backbone: masked-by-lengths mean of frames dotted with candidate vectors.
+    Records the time axis of every call so tests can count views."""
+
+    def __init__(self, dim=4):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.calls = []
+
+    def forward(self, video, cands, lengths=None):
+        self.calls.append(video.shape[1])
+        h = self.proj(video)
+        if lengths is not None:
+            m = (torch.arange(video.shape[1])[None] < lengths[:, None]).to(h)[..., None]
+            h = (h * m).sum(1) / m.sum(1)
+        else:
+            h = h.mean(1)
+        return torch.einsum("bd,bcd->bc", h, cands)
+
+
+def toy_adapter():
+    return FunctionAdapter(lambda m, x: m(x["video"], x["cands"], x.get("lengths")), temporal={"video": 1},
+                           candidate={"cands": 1}, subset="lengths", lengths_field="lengths")
+
+
+def toy_batch(B=4, T=5, C=3, D=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "qid": [f"q{i}" for i in range(B)],
+        "video": torch.randn(B, T, D, generator=g),
+        "cands": torch.randn(B, C, D, generator=g),
+        "answer": torch.tensor([0, 1, 2, 1])[:B] % C,
+    }
+
+
+def priors_with(keep_prob, answer, C=3):
+    """Priors whose correct-answer column is ``keep_prob`` [B, T]; the rest spread evenly."""
+    B, T = keep_prob.shape
+    rest = (1 - keep_prob)[..., None].expand(B, T, C) / (C - 1)
+    p = rest.clone()
+    p.scatter_(2, answer[:, None, None].expand(B, T, 1), keep_prob[..., None])
+    return p
+
+
+def small_hga(dim=8, hidden=8):
+    vid = EncoderVidHGA(dim_vid=dim, dim_hidden=hidden, input_dropout_p=0.0)
+    qns = EncoderQns(dim_embed=hidden, dim_hidden=hidden, vocab_size=1, glove_embed=None, use_bert=True, input_dropout_p=0.0)
+    return HGA(vid, qns, block_kwargs={"mm_dim": 8, "chunks": 2, "rank": 2})
+
+
+def test_eval_forward_is_the_bare_model():
+    torch.manual_seed(0)
+    model = small_hga()
+    batch = {"vid_feats": torch.randn(3, 6, 8), "qas": torch.randn(3, 5, 4, 768),
+             "qas_lengths": torch.tensor([[4, 3, 4, 2, 4]] * 3), "answer": torch.tensor([0, 1, 2])}
+    wrapped = sparc.wrap(model, HGAAdapter(), [sparc.TemporalGuidance(), sparc.SpatialDistillation()]).eval()
+    model.eval()
+    with torch.no_grad():
+        bare, _ = model(batch["vid_feats"], batch["qas"], batch["qas_lengths"])
+        assert torch.equal(wrapped(batch).logits, bare)
+
+
+def test_terms_follow_the_equations_and_each_view_runs_once():
+    torch.manual_seed(0)
+    model, adapter, batch = MeanScorer(), toy_adapter(), toy_batch()
+    keep_prob = torch.tensor([[0.9, 0.1, 0.8, 0.1, 0.1],    # keeps frames 0, 2
+                              [0.1, 0.1, 0.1, 0.1, 0.1],    # nothing: empty="all" keeps all
+                              [0.6, 0.7, 0.9, 0.6, 0.55],   # keeps all five frames
+                              [0.1, 0.1, 0.1, 0.1, 0.7]])   # keeps frame 4
+    priors = priors_with(keep_prob, batch["answer"])
+    tg, sd = sparc.TemporalGuidance(threshold=0.5), sparc.SpatialDistillation(weight=0.5)
+    wrapped = sparc.wrap(model, adapter, [tg, sd])
+    wrapped.reseed(7)
+    expected_frame = sample_single_frame(torch.ones(4, 5, dtype=torch.bool), torch.Generator().manual_seed(7 * 1009 + 1))
+
+    out = wrapped(batch, priors=priors)
+    # whole (T=5), causal rows 0 and 3 (lengths mode: padded to 2), single frame (T=1): one call each
+    assert model.calls == [5, 2, 1]
+    assert set(out.terms) == {"guided", "consistency", "spatial"}
+
+    with torch.no_grad():
+        whole = model(batch["video"], batch["cands"])
+        guided = whole.clone()
+        for row, frames in [(0, [0, 2]), (3, [4])]:
+            guided[row] = model(batch["video"][row:row + 1, frames], batch["cands"][row:row + 1])[0]
+        single = model(batch["video"][torch.arange(4), expected_frame][:, None], batch["cands"])
+    a = batch["answer"]
+    lg, lw, ls = guided.log_softmax(-1), whole.log_softmax(-1), single.log_softmax(-1)
+    g = guided.softmax(-1)
+    exp_guided = -sum(float(lg[b, a[b]]) for b in range(4)) / 4
+    exp_kl = sum(float((g[b] * (lg[b] - lw[b])).sum()) for b in range(4)) / 4
+    teacher = priors[torch.arange(4), expected_frame]
+    exp_spatial = 0.5 * -sum(float((teacher[b] * ls[b]).sum()) for b in range(4)) / 4
+    assert out.terms["guided"].item() == pytest.approx(exp_guided, abs=1e-5)
+    assert out.terms["consistency"].item() == pytest.approx(exp_kl, abs=1e-5)
+    assert out.terms["spatial"].item() == pytest.approx(exp_spatial, abs=1e-5)
+    assert out.loss.item() == pytest.approx(exp_guided + exp_kl + exp_spatial, abs=1e-5)
+    # rows 1 and 2 see the whole video: their guided logits are the whole-video logits, so KL is 0 there
+    assert torch.equal(out.keep[1], torch.ones(5, dtype=torch.bool))
+
+
+def test_skip_policy_drops_rows_without_causal_frames():
+    model, batch = MeanScorer(), toy_batch()
+    keep_prob = torch.full((4, 5), 0.1)
+    keep_prob[0, 1] = 0.9
+    wrapped = sparc.wrap(model, toy_adapter(), [sparc.TemporalGuidance(empty="skip")])
+    out = wrapped(batch, priors=priors_with(keep_prob, batch["answer"]))
+    with torch.no_grad():
+        guided0 = model(batch["video"][:1, [1]], batch["cands"][:1])
+    expected = -float(guided0.log_softmax(-1)[0, batch["answer"][0]])
+    assert out.terms["guided"].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_plain_wrap_is_cross_entropy_on_the_whole_video():
+    model, batch = MeanScorer(), toy_batch()
+    out = sparc.wrap(model, toy_adapter(), [])(batch)
+    with torch.no_grad():
+        expected = F.cross_entropy(model(batch["video"], batch["cands"]), batch["answer"])
+    assert set(out.terms) == {"answer"}
+    assert out.loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_whole_ce_weight_adds_a_plain_term():
+    batch = toy_batch()
+    priors = priors_with(torch.full((4, 5), 0.9), batch["answer"])
+    out = sparc.wrap(MeanScorer(), toy_adapter(), [sparc.TemporalGuidance(whole_ce_weight=0.5)])(batch, priors=priors)
+    assert set(out.terms) == {"whole_ce", "guided", "consistency"}
+    assert out.terms["whole_ce"].item() == pytest.approx(0.5 * out.terms["guided"].item(), abs=1e-6)
+
+
+def test_tgm_mixes_before_every_view_and_scores_2c_candidates():
+    torch.manual_seed(0)
+    model, batch = MeanScorer(), toy_batch()
+    keep_prob = torch.full((4, 5), 0.1)
+    keep_prob[:, 2] = 0.9
+    wrapped = sparc.wrap(model, toy_adapter(), [sparc.TemporalGuidance(), sparc.SpatialDistillation(),
+                                                 sparc.TemporalGuidedMixup()])
+    out = wrapped(batch, priors=priors_with(keep_prob, batch["answer"]))
+    assert out.logits.shape == (4, 6)                 # concat: own 3 + partner's 3 candidates
+    assert model.calls == [5, 1, 1]                   # every row keeps one frame: sliced, one call
+    out.loss.backward()
+    assert model.proj.weight.grad is not None
+
+
+def test_views_share_one_step_with_hga_and_count_calls():
+    torch.manual_seed(0)
+    model = small_hga()
+    calls = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(args[0].shape[1]), with_kwargs=True)
+    B, T = 4, 6
+    batch = {"vid_feats": torch.randn(B, T, 8), "qas": torch.randn(B, 5, 4, 768),
+             "qas_lengths": torch.full((B, 5), 4), "answer": torch.tensor([0, 1, 2, 3]), "qid": list("abcd")}
+    keep_prob = torch.full((B, T), 0.1)
+    keep_prob[0, :2] = keep_prob[1, 3] = keep_prob[2, :4] = keep_prob[3, 5] = 0.9
+    wrapped = sparc.wrap(model, HGAAdapter(), [sparc.TemporalGuidance(), sparc.SpatialDistillation()])
+    out = wrapped(batch, priors=priors_with(keep_prob, batch["answer"], C=5))
+    assert calls == [6, 4, 1]   # whole; causal in lengths mode (padded to 4); single frame
+    out.loss.backward()
+
+
+@pytest.mark.parametrize("field,make,match", [
+    ("frames", lambda p: p[:, :3], r"qid q0: priors have 3 frames but field 'video' has 5 \(field: priors\)"),
+    ("candidates", lambda p: p[..., :2], r"qid q0: priors have 2 candidates"),
+    ("nan", lambda p: p.index_put((torch.tensor([2]),), torch.tensor(float("nan"))), r"qid q2: priors contain NaN"),
+])
+def test_bad_priors_name_the_qid_and_field(field, make, match):
+    batch = toy_batch()
+    priors = make(priors_with(torch.full((4, 5), 0.9), batch["answer"]))
+    with pytest.raises(ValueError, match=match):
+        sparc.wrap(MeanScorer(), toy_adapter(), [sparc.TemporalGuidance()])(batch, priors=priors)
+
+
+def test_answer_out_of_range_names_the_qid():
+    batch = toy_batch()
+    batch["answer"] = torch.tensor([0, 1, 7, 0])
+    with pytest.raises(ValueError, match=r"qid q2: answer index 7 .* \(field: answer\)"):
+        sparc.wrap(MeanScorer(), toy_adapter(), [])(batch)
+
+
+def test_missing_priors_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs teacher priors"):
+        sparc.wrap(MeanScorer(), toy_adapter(), [sparc.SpatialDistillation()])(toy_batch())
+
+
+def test_conflicting_selections_are_refused():
+    with pytest.raises(ValueError, match="disagree"):
+        sparc.wrap(MeanScorer(), toy_adapter(), [sparc.TemporalGuidance(threshold=0.3),
+                                                 sparc.TemporalGuidedMixup(threshold=0.6)])
+
+
+def test_technique_generator_state_roundtrips_through_state_dict():
+    wrapped = sparc.wrap(MeanScorer(), toy_adapter(), [sparc.SpatialDistillation()])
+    wrapped.reseed(3)
+    state = {k: v.clone() if torch.is_tensor(v) else v for k, v in wrapped.state_dict().items()}
+    first = torch.rand(3, generator=wrapped.techniques[0].generator)
+    wrapped.load_state_dict(state)
+    assert torch.equal(torch.rand(3, generator=wrapped.techniques[0].generator), first)
+
+
+def test_ddp_kwargs():
+    assert sparc.wrap(MeanScorer(), toy_adapter(), []).ddp_kwargs() == {"find_unused_parameters": False}
+
+
+def test_import_sparc_stays_light():
+    import subprocess
+    import sys
+
+    # torch's own import time is not ours to control: time what sparc adds on top of it.
+    code = ("import sys, time, torch, numpy; t = time.time(); import sparc, sparc.adapters; "
+            "heavy = [m for m in ('transformers', 'timm', 'datasets', 'accelerate') if m in sys.modules]; "
+            "print(heavy, time.time() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "[]", out
+    assert float(out[-1]) < 2.0
