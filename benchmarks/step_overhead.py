@@ -1,0 +1,372 @@
+"""Training-step overhead of SpARC on HGA at NExT-QA size, measured as ratios in one run.
+
+A *plain* step is the wrapped model with no techniques (CE on the whole video) + backward + Adam.
+A *SpARC* step is the same with ``[TemporalGuidance(), SpatialDistillation()]``: the whole video,
+the causal frames and one single frame, each forwarded once. Optionally (``--mixup``) a third row
+adds ``TemporalGuidedMixup`` (concat mode: every view then scores 2C candidates).
+
+All variants run interleaved in one process (the order rotates every repeat) and the reported
+figure is the median of the per-repeat time ratios, after warm-up. Absolute times are printed for
+orientation only: machines shared with other jobs make them meaningless across runs.
+
+Reported next to the measured ratio:
+
+* the frame bound ``(T + mean kept + 1) / T``: the step's work if every cost scaled with frames;
+* the counted FLOP ratio (``torch.utils.flop_counter`` on the CPU, forward + backward), which also
+  counts HGA's frame-independent work (question GRU and BLOCK fusions, once per candidate per view);
+* the cost of the causal view through ``HGAAdapter`` in lengths mode (one padded, packed forward)
+  against bucket mode (one forward per kept-frame count), as a ratio.
+
+Times are per step and only their ratios mean anything. On the CPU the default is one torch
+thread: on a machine shared with other jobs, a descheduled worker thread stalls every parallel op
+and the ratios fall apart (``--threads 0`` keeps torch's default). The numbers in
+docs/benchmarks.md came from:
+
+    python benchmarks/step_overhead.py --batch-size 64 --threads 1 --mixup --json step_overhead.json
+    python benchmarks/step_overhead.py --batch-size 256 --threads 1 --repeats 3 --no-views
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+import sparc
+from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA, HGAAdapter
+from sparc.frames import select_causal_frames
+
+
+class BucketHGAAdapter(HGAAdapter):
+    """HGAAdapter forced to bucket mode (what the original doc-doc/NExT-QA HGA class gets)."""
+
+    def mode_for(self, model) -> str:
+        return "bucket"
+
+
+# ---------------------------------------------------------------------------------------- setup
+
+def build_model(args) -> HGA:
+    # doc-doc/NExT-QA build_model for HGA: GRUs, word_dim 300 (BERT 768 -> 300), dropout 0.3.
+    vid = EncoderVidHGA(dim_vid=args.vid_dim, dim_hidden=args.hidden, input_dropout_p=0.3,
+                        bidirectional=False, rnn_cell="gru")
+    qns = EncoderQns(dim_embed=args.word_dim, dim_hidden=args.hidden, vocab_size=1, glove_embed=None,
+                     use_bert=True, n_layers=1, rnn_dropout_p=0, input_dropout_p=0.3,
+                     bidirectional=False, rnn_cell="gru")
+    block = {"mm_dim": args.block_mm_dim, "chunks": args.block_chunks, "rank": args.block_rank}
+    return HGA(vid, qns, device=None, block_kwargs=block)
+
+
+def make_batch(args, gen: torch.Generator) -> dict:
+    B, T, C, L = args.batch_size, args.frames, args.candidates, args.qa_len
+    qas_lengths = torch.randint(args.qa_min_len, L + 1, (B, C), generator=gen)
+    qas_lengths[0, 0] = L  # the padded width is the full "[CLS] q [SEP] a [SEP]" length
+    qas = torch.randn(B, C, L, 768, generator=gen)
+    qas = qas.masked_fill((torch.arange(L)[None, None, :] >= qas_lengths[..., None])[..., None], 0.0)
+    return {
+        "qid": [f"q{i}" for i in range(B)],
+        "vid_feats": torch.randn(B, T, args.vid_dim, generator=gen),
+        "qas": qas,
+        "qas_lengths": qas_lengths,
+        "answer": torch.randint(0, C, (B,), generator=gen),
+    }
+
+
+def make_priors(answer: torch.Tensor, T: int, C: int, kept: float, gen: torch.Generator) -> torch.Tensor:
+    """Random teacher priors ``[B, T, C]`` whose answer column exceeds 0.5 on a random subset of
+    frames: each frame independently with probability kept/T, at least one frame per row."""
+    B = answer.shape[0]
+    keep = torch.rand(B, T, generator=gen) < (kept / T)
+    none = ~keep.any(dim=1)
+    if none.any():
+        pick = torch.randint(0, T, (B,), generator=gen)
+        keep[none, pick[none]] = True
+    p_ans = torch.where(keep, 0.55 + 0.4 * torch.rand(B, T, generator=gen), 0.45 * torch.rand(B, T, generator=gen))
+    rest = torch.rand(B, T, C, generator=gen)
+    rest.scatter_(2, answer[:, None, None].expand(B, T, 1), 0.0)
+    rest = rest / rest.sum(dim=2, keepdim=True) * (1.0 - p_ans)[..., None]
+    return rest.scatter(2, answer[:, None, None].expand(B, T, 1), p_ans[..., None])
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------------- runs
+
+class Variant:
+    def __init__(self, name: str, base: HGA, techniques, uses_priors: bool, lr: float, device):
+        self.name = name
+        self.model = copy.deepcopy(base).to(device).train()
+        self.wrapped = sparc.wrap(self.model, HGAAdapter(), techniques).to(device).train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.uses_priors = uses_priors
+        self.times: List[float] = []
+        self.peaks: List[int] = []
+        self.keep_mean: Optional[float] = None
+        self.candidates: Optional[int] = None
+
+    def step(self, batch: dict, priors: torch.Tensor):
+        self.opt.zero_grad(set_to_none=True)
+        out = self.wrapped(batch, priors=priors if self.uses_priors else None)
+        out.loss.backward()
+        self.opt.step()
+        return out
+
+
+def timed(fn: Callable, device, track_memory: bool):
+    if track_memory:
+        torch.cuda.reset_peak_memory_stats(device)
+    sync(device)
+    t0 = time.perf_counter()
+    result = fn()
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) if track_memory else None
+    return elapsed, peak, result
+
+
+def run_steps(variants: List[Variant], batch, priors, args, device, track_memory) -> None:
+    for _ in range(args.warmup):
+        for v in variants:
+            v.step(batch, priors)
+    for r in range(args.repeats):
+        shift = r % len(variants)
+        for v in variants[shift:] + variants[:shift]:  # rotate the order: no variant always runs first
+            elapsed, peak, out = timed(lambda: v.step(batch, priors), device, track_memory)
+            v.times.append(elapsed)
+            if peak is not None:
+                v.peaks.append(peak)
+            if out.keep is not None:
+                v.keep_mean = float(out.keep.sum(dim=1).float().mean())
+            v.candidates = int(out.logits.shape[1])
+        print(f"  repeat {r + 1}/{args.repeats}: " + ", ".join(f"{v.name} {v.times[-1]:.2f}s" for v in variants),
+              file=sys.stderr, flush=True)
+
+
+def view_costs(base: HGA, batch, priors, args, device, count: bool) -> Dict[str, dict]:
+    """Forward + backward of each view alone, interleaved: whole, causal (lengths), causal (bucket), single.
+    With ``count`` (CPU only: cuDNN's fused GRU hides from the counter), also their FLOPs."""
+    model = copy.deepcopy(base).to(device).train()
+    lengths, bucket = HGAAdapter(), BucketHGAAdapter()
+    keep = select_causal_frames(priors, batch["answer"], 0.5, "all")
+    valid = torch.ones_like(keep)
+    partial = keep.any(dim=1) & (keep != valid).any(dim=1)
+    rows = torch.nonzero(partial).squeeze(1)
+    sub, sub_keep = lengths.select_batch(batch, rows), keep[rows]
+    gen = torch.Generator().manual_seed(args.seed + 7)
+    single = torch.nn.functional.one_hot(torch.randint(0, args.frames, (keep.shape[0],), generator=gen),
+                                         args.frames).bool().to(device)
+
+    def fb(fn):
+        def go():
+            model.zero_grad(set_to_none=True)
+            fn().logits.sum().backward()
+        return go
+
+    views = {
+        "whole": fb(lambda: lengths.forward(model, batch)),
+        "causal_lengths": fb(lambda: lengths.forward_subset(model, sub, sub_keep)),
+        "causal_bucket": fb(lambda: bucket.forward_subset(model, sub, sub_keep)),
+        "single": fb(lambda: lengths.forward_subset(model, batch, single)),
+    }
+    names = list(views)
+    flops = {}
+    if count:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        for n in names:
+            with FlopCounterMode(display=False) as counter:
+                views[n]()
+            flops[n] = int(counter.get_total_flops())
+    times = {n: [] for n in names}
+    for _ in range(0 if flops else max(1, args.warmup)):  # a counted pass already warmed every view
+        for n in names:
+            views[n]()
+    for r in range(args.view_repeats):
+        shift = r % len(names)
+        for n in names[shift:] + names[:shift]:
+            elapsed, _, _ = timed(views[n], device, False)
+            times[n].append(elapsed)
+    counts = sub_keep.sum(dim=1)
+    return {
+        "times": times,
+        "flops": flops,
+        "causal_rows": int(rows.numel()),
+        "causal_buckets": int(torch.unique(counts).numel()),
+        "causal_padded_width": int(counts.max()),
+    }
+
+
+def count_flops(variants: List[Variant], batch, priors) -> Dict[str, int]:
+    """Forward + backward FLOPs of one step per variant, counted on the CPU (cuDNN's fused GRU
+    would hide from the counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cpu_batch, cpu_priors = to_device(batch, "cpu"), priors.cpu()
+    flops = {}
+    for v in variants:
+        wrapped = copy.deepcopy(v.wrapped).cpu().train()
+        with FlopCounterMode(display=False) as counter:
+            out = wrapped(cpu_batch, priors=cpu_priors if v.uses_priors else None)
+            out.loss.backward()
+        flops[v.name] = int(counter.get_total_flops())
+        del wrapped
+    return flops
+
+
+# ---------------------------------------------------------------------------------------- main
+
+def median_ratio(num: List[float], den: List[float]) -> float:
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: 256 on cuda, 64 on cpu")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--vid-dim", type=int, default=4096, help="appearance 2048 + motion 2048")
+    p.add_argument("--word-dim", type=int, default=300, help="BERT 768 -> word_dim projection")
+    p.add_argument("--candidates", type=int, default=5)
+    p.add_argument("--qa-len", type=int, default=37, help="tokens of '[CLS] q [SEP] a [SEP]' (padded width)")
+    p.add_argument("--qa-min-len", type=int, default=20)
+    p.add_argument("--block-mm-dim", type=int, default=1600)
+    p.add_argument("--block-chunks", type=int, default=20)
+    p.add_argument("--block-rank", type=int, default=15)
+    p.add_argument("--kept", type=float, default=4.0, help="mean causal frames per row the priors select")
+    p.add_argument("--mixup", action="store_true", help="add a TemporalGuidance+SpatialDistillation+TemporalGuidedMixup row")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps per variant (interleaved)")
+    p.add_argument("--view-repeats", type=int, default=3, help="timed passes per single view (interleaved)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    p.add_argument("--no-views", action="store_true", help="skip the per-view and lengths-vs-bucket timing")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads; default 1 on cpu (steady ratios on a shared machine), "
+                        "0 keeps torch's default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the results here")
+    args = p.parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = 256 if args.device == "cuda" else 64
+    if args.threads is None:
+        args.threads = 1 if args.device == "cpu" else 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    track_memory = device.type == "cuda"
+
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    base = build_model(args)
+    batch_cpu = make_batch(args, gen)
+    priors_cpu = make_priors(batch_cpu["answer"], args.frames, args.candidates, args.kept, gen)
+    batch, priors = to_device(batch_cpu, device), priors_cpu.to(device)
+
+    variants = [
+        Variant("plain", base, [], False, 1e-4, device),
+        Variant("sparc", base, [sparc.TemporalGuidance(), sparc.SpatialDistillation()], True, 1e-4, device),
+    ]
+    if args.mixup:
+        variants.append(Variant("sparc+mixup", base, [sparc.TemporalGuidance(), sparc.SpatialDistillation(),
+                                                      sparc.TemporalGuidedMixup()], True, 1e-4, device))
+    print(f"HGA B={args.batch_size} T={args.frames} H={args.hidden} D={args.vid_dim} C={args.candidates} "
+          f"L={args.qa_len} BLOCK {args.block_mm_dim}/{args.block_chunks}/{args.block_rank} on {device}, "
+          f"{torch.get_num_threads()} threads", file=sys.stderr, flush=True)
+
+    run_steps(variants, batch, priors, args, device, track_memory)
+    plain = variants[0]
+    T = args.frames
+    results = {"config": vars(args), "machine": {
+        "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+        "processor": platform.processor(), "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}}
+    rows = []
+    for v in variants:
+        row = {"variant": v.name, "median_step_s": statistics.median(v.times), "times_s": v.times,
+               "candidates_scored": v.candidates, "mean_kept": v.keep_mean,
+               "time_ratio": median_ratio(v.times, plain.times),
+               "time_ratio_range": [min(a / b for a, b in zip(v.times, plain.times)),
+                                    max(a / b for a, b in zip(v.times, plain.times))]}
+        if v.keep_mean is not None:
+            # Concat-mode mixup scores 2C candidates in every view: scale by the candidate count.
+            row["frame_bound"] = (T + v.keep_mean + 1) / T * v.candidates / plain.candidates
+        if track_memory:
+            row["peak_bytes"] = max(v.peaks)
+            row["peak_ratio"] = max(v.peaks) / max(plain.peaks)
+        rows.append(row)
+    results["steps"] = rows
+
+    if not args.no_flops:
+        print("  counting FLOPs on the CPU", file=sys.stderr, flush=True)
+        flops = count_flops(variants, batch, priors)
+        for row in rows:
+            row["flops"] = flops[row["variant"]]
+            row["flop_ratio"] = flops[row["variant"]] / flops["plain"]
+
+    if not args.no_views:
+        print("  timing single views", file=sys.stderr, flush=True)
+        views = view_costs(base, batch, priors, args, device, count=not args.no_flops and device.type == "cpu")
+        t = views["times"]
+        views["ratio_to_whole"] = {n: median_ratio(t[n], t["whole"]) for n in t}
+        views["flop_ratio_to_whole"] = {n: f / views["flops"]["whole"] for n, f in views["flops"].items()}
+        views["bucket_over_lengths"] = median_ratio(t["causal_bucket"], t["causal_lengths"])
+        results["views"] = views
+
+    # ---- report -------------------------------------------------------------------------------
+    mem = "peak memory ratio" if track_memory else None
+    head = ["variant", "candidates", "mean kept frames", "median step (s)", "time ratio (median)",
+            "per-repeat range",
+            "frame bound (T+k+1)/T", "counted FLOP ratio"] + ([mem] if mem else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["variant"], str(row["candidates_scored"]),
+                 "-" if row["mean_kept"] is None else f"{row['mean_kept']:.2f}",
+                 f"{row['median_step_s']:.2f}", f"{row['time_ratio']:.2f}",
+                 "-" if row is rows[0] else "{:.2f}-{:.2f}".format(*row["time_ratio_range"]),
+                 f"{row['frame_bound']:.2f}" if "frame_bound" in row else "-",
+                 f"{row['flop_ratio']:.2f}" if "flop_ratio" in row else "-"]
+        if mem:
+            cells.append(f"{row['peak_ratio']:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if "views" in results:
+        v = results["views"]
+        lines += ["", f"Single views, forward + backward, relative to the whole video "
+                      f"(causal: {v['causal_rows']} rows, {v['causal_buckets']} kept-count buckets, "
+                      f"padded to {v['causal_padded_width']} frames):", "",
+                  "| view | median (s) | time ratio to whole | counted FLOP ratio to whole |", "|---|---|---|---|"]
+        for n, ts in v["times"].items():
+            fr = v["flop_ratio_to_whole"].get(n)
+            lines.append(f"| {n} | {statistics.median(ts):.2f} | {v['ratio_to_whole'][n]:.2f} | "
+                         f"{'-' if fr is None else f'{fr:.2f}'} |")
+        lines += ["", f"Causal view, bucket mode / lengths mode: {v['bucket_over_lengths']:.2f}"]
+    if any(r["candidates_scored"] != plain.candidates for r in rows):
+        lines += ["", "Rows scoring more candidates than plain (concat-mode mixup) have their frame bound "
+                      "multiplied by the candidate ratio."]
+    if not track_memory:
+        lines += ["", "Peak memory: not measured on the CPU."]
+    report = "\n".join(lines)
+    print(report)
+    results["table"] = report
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
