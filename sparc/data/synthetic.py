@@ -1,40 +1,49 @@
 """The embedded synthetic benchmark: a video-QA task where misfocus is possible, generated in seconds.
 
-Every frame shows one *subject* doing one *action* (a frame feature is the sum of a subject vector
-and an action vector plus noise). A question names a subject -- "what is <subject> doing?" -- and
-its five candidate answers are actions. The asked subject appears in only one or two frames (the
-causal frames); every other candidate is done by some other subject elsewhere in the same video,
-usually in more frames than the answer. A model that attends to the wrong frames, or only asks
-"which candidate actions appear?", therefore picks a distractor: it has to bind subject and action
-within a frame. A single frame plus the question is enough for an image-QA model to answer when it
-shows the asked subject, which is what SpARC's teacher exploits.
+Every frame shows one *subject* doing one *action*. A question names a subject -- "what is <subject>
+doing?" -- and its five candidate answers are actions. Only the frames showing the asked subject
+(the causal frames) show the answer; every other candidate is done by another subject elsewhere in
+the same video, and every candidate fills about the same number of frames. A model that attends to
+the wrong frames, or only asks "which candidate actions appear?", therefore picks a distractor: it
+has to bind subject and action within a frame. A single frame plus the question is enough for an
+image-QA model to answer when it shows the asked subject, which is what SpARC's teacher exploits.
 
-Splits: ``teacher`` (trains the image-QA teacher on single frames; disjoint videos), ``train`` and
-``test``. Everything is deterministic from the seed.
+Features imitate aligned vision-language backbones, so that a small HGA learns the task within a CPU
+budget: a frame feature is a fixed linear projection of the word embeddings of its subject and its
+action (at the scale of real backbone features, norms of tens) plus noise, and token features are
+BERT-like, contextual: every token of "[CLS] <subject> [SEP] <action> [SEP]" (the question cut to its
+content word) also carries the sentence's content words.
+
+Splits: ``teacher`` (trains the image-QA teacher on single frames), ``train`` and ``test``, each drawn
+from its own random stream (no video is shared). Everything is deterministic from the seed.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 
-SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]", "what", "is", "doing"]
+SPECIAL_TOKENS = ["[PAD]", "[CLS]", "[SEP]"]
+# "[CLS] <subject> [SEP]": the question "what is <subject> doing?" is the same words for every subject
+# but one (they would only lengthen every sequence); the candidate action follows at this position.
+QUESTION_LENGTH = 3
 
 
 @dataclass
 class SyntheticConfig:
-    num_subjects: int = 12
-    num_actions: int = 16
+    num_subjects: int = 2
+    num_actions: int = 8
     num_frames: int = 8
     num_candidates: int = 5
     feature_dim: int = 64        # frame feature size (the backbone's "appearance" features)
     word_dim: int = 768          # token feature size, as BERT features the backbones expect
-    noise: float = 0.6           # std of the per-frame feature noise
-    answer_frames: tuple = (1, 2)  # how many frames show the asked subject
-    sizes: Dict[str, int] = field(default_factory=lambda: {"teacher": 3000, "train": 1200, "test": 1000})
+    signal: float = 16.0         # norm of a subject's / an action's part of a frame feature
+    noise: float = 2.4           # std of the per-frame feature noise, per dimension
+    sizes: Dict[str, int] = field(default_factory=lambda: {"teacher": 3000, "train": 3000, "test": 1000})
     seed: int = 0
 
     @property
@@ -50,7 +59,7 @@ class SyntheticSplit:
     qids: List[str]
     video_ids: List[str]
     vid_feats: np.ndarray        # [N, T, D] float32
-    qa_tokens: np.ndarray        # [N, C, L] int64, "[CLS] what is subject [SEP] action [SEP]"
+    qa_tokens: np.ndarray        # [N, C, L] int64, "[CLS] subject [SEP] action [SEP]"
     answer: np.ndarray           # [N] int64
     causal: np.ndarray           # [N, T] bool
     frame_subject: np.ndarray    # [N, T] int64
@@ -67,54 +76,62 @@ class SyntheticBenchmark:
     def __init__(self, config: SyntheticConfig = None):
         self.config = config or SyntheticConfig()
         c = self.config
+        if c.num_subjects < 2:
+            raise ValueError("num_subjects must be at least 2: distractors are done by other subjects")
         if c.num_candidates > c.num_actions:
             raise ValueError("num_candidates cannot exceed num_actions")
-        if c.num_frames < max(c.answer_frames) + c.num_candidates - 1:
-            raise ValueError("num_frames too small to show every distractor beside the answer frames")
+        if c.num_frames < c.num_candidates:
+            raise ValueError("num_frames must be at least num_candidates: every candidate appears in the video")
         rng = np.random.default_rng(c.seed)
-        unit = lambda n, d: (lambda m: m / np.linalg.norm(m, axis=1, keepdims=True))(rng.standard_normal((n, d)))
-        self.subject_vectors = (2.0 * unit(c.num_subjects, c.feature_dim)).astype(np.float32)
-        self.action_vectors = (2.0 * unit(c.num_actions, c.feature_dim)).astype(np.float32)
-        self.token_table = torch.from_numpy(rng.standard_normal((len(c.vocab), c.word_dim)).astype(np.float32))
-        self.token_table[0] = 0.0  # [PAD] rows are zero, as the NExT-QA loaders pad BERT features
         self._vocab_index = {w: i for i, w in enumerate(c.vocab)}
-        self.splits = {name: self._generate(name, n, c.seed * 1000 + k + 1) for k, (name, n) in enumerate(c.sizes.items())}
+        table = rng.standard_normal((len(c.vocab), c.word_dim)).astype(np.float32)
+        table[0] = 0.0  # [PAD] rows are zero, as the NExT-QA loaders pad BERT features
+        self.token_table = torch.from_numpy(table)
+        self._content = torch.arange(len(c.vocab)) >= len(SPECIAL_TOKENS)
+        projection = rng.standard_normal((c.word_dim, c.feature_dim)).astype(np.float32)
+
+        def visual(words):
+            v = table[[self.token(w) for w in words]] @ projection
+            return (c.signal * v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+        self.subject_vectors = visual([f"subject{i}" for i in range(c.num_subjects)])
+        self.action_vectors = visual([f"action{i}" for i in range(c.num_actions)])
+        # Each split draws from its own stream, keyed by its name: no video is shared between splits.
+        self.splits = {name: self._generate(name, n, [c.seed, zlib.crc32(name.encode())]) for name, n in c.sizes.items()}
 
     def token(self, word: str) -> int:
         return self._vocab_index[word]
 
-    def _generate(self, name: str, n: int, seed: int) -> SyntheticSplit:
+    def _generate(self, name: str, n: int, seed) -> SyntheticSplit:
         c = self.config
         rng = np.random.default_rng(seed)
         T, C = c.num_frames, c.num_candidates
         frame_subject = np.zeros((n, T), np.int64)
         frame_action = np.zeros((n, T), np.int64)
-        causal = np.zeros((n, T), bool)
         candidates = np.zeros((n, C), np.int64)
         answer = np.zeros(n, np.int64)
+        asked = rng.integers(c.num_subjects, size=n)
         for i in range(n):
-            asked = rng.integers(c.num_subjects)
             acts = rng.choice(c.num_actions, C, replace=False)      # acts[0] is the true answer
-            n_ans = rng.integers(c.answer_frames[0], c.answer_frames[1] + 1)
-            # Distractors fill every other frame, each at least once: misfocus has something to grab.
-            fill = np.concatenate([acts[1:], rng.choice(acts[1:], T - n_ans - (C - 1))])
-            frames_act = np.concatenate([np.repeat(acts[:1], n_ans), fill])
-            others = np.setdiff1d(np.arange(c.num_subjects), [asked])
-            frames_sub = np.concatenate([np.repeat([asked], n_ans), rng.choice(others, T - n_ans)])
+            # Every candidate fills a near-equal share of the frames, at least one (misfocus has
+            # something to grab); which ones get the extra frames is random, so how often an action
+            # appears says nothing about the answer.
+            counts = rng.permutation(np.bincount(np.arange(T) % C, minlength=C))
+            others = np.setdiff1d(np.arange(c.num_subjects), [asked[i]])
+            subjects = np.concatenate([np.repeat(asked[i], counts[0]), rng.choice(others, T - counts[0])])
             order = rng.permutation(T)
-            frame_action[i], frame_subject[i] = frames_act[order], frames_sub[order]
-            causal[i] = frame_subject[i] == asked
+            frame_action[i], frame_subject[i] = np.repeat(acts, counts)[order], subjects[order]
             slot = rng.permutation(C)
             candidates[i, slot] = acts
             answer[i] = slot[0]
+        causal = frame_subject == asked[:, None]
         feats = self.subject_vectors[frame_subject] + self.action_vectors[frame_action]
         feats = (feats + c.noise * rng.standard_normal(feats.shape)).astype(np.float32)
-        asked = frame_subject[np.arange(n), causal.argmax(1)]
         tok = self.token
-        qa = np.zeros((n, C, 7), np.int64)
-        qa[:, :, 0], qa[:, :, 1], qa[:, :, 2], qa[:, :, 4], qa[:, :, 6] = tok("[CLS]"), tok("what"), tok("is"), tok("[SEP]"), tok("[SEP]")
-        qa[:, :, 3] = (tok("subject0") + asked)[:, None]
-        qa[:, :, 5] = tok("action0") + candidates
+        qa = np.zeros((n, C, QUESTION_LENGTH + 2), np.int64)
+        qa[:, :, 0], qa[:, :, 2], qa[:, :, 4] = tok("[CLS]"), tok("[SEP]"), tok("[SEP]")
+        qa[:, :, 1] = (tok("subject0") + asked)[:, None]
+        qa[:, :, QUESTION_LENGTH] = tok("action0") + candidates
         qids = [f"{name}-{i:06d}" for i in range(n)]
         return SyntheticSplit(name, qids, [f"{name}-video-{i:06d}" for i in range(n)], feats, qa, answer,
                               causal, frame_subject, frame_action, candidates)
@@ -124,8 +141,20 @@ class SyntheticBenchmark:
         return SyntheticDataset(self, self.splits[split])
 
     def qa_features(self, qa_tokens: torch.Tensor) -> torch.Tensor:
-        """BERT-like token features ``[..., L, word_dim]`` of token ids (fixed random embeddings)."""
-        return self.token_table[qa_tokens]
+        """BERT-like token features ``[..., L, word_dim]`` of token ids ``[..., L]``: each token's fixed
+        random embedding plus the sum of the sequence's content-word (subject, action) embeddings,
+        as contextual features carry the whole sentence. [PAD] positions stay zero."""
+        content_words = torch.nn.functional.one_hot(qa_tokens, len(self.token_table)).sum(dim=-2) * self._content
+        context = content_words.to(self.token_table.dtype) @ self.token_table
+        return (self.token_table[qa_tokens] + context.unsqueeze(-2)).masked_fill_((qa_tokens == 0).unsqueeze(-1), 0.0)
+
+    def teacher_inputs(self, split: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The image-QA teacher's view of a split's questions: question token features
+        ``[N, QUESTION_LENGTH, word_dim]`` and one feature per candidate answer ``[N, C, word_dim]``."""
+        tokens = torch.from_numpy(self.splits[split].qa_tokens)
+        questions = self.qa_features(tokens[:, 0, :QUESTION_LENGTH])
+        candidates = self.qa_features(tokens[:, :, QUESTION_LENGTH:QUESTION_LENGTH + 1]).squeeze(-2)
+        return questions, candidates
 
 
 class SyntheticDataset(torch.utils.data.Dataset):
@@ -143,11 +172,13 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
     def collate(self, items: List[dict]) -> dict:
         tokens = torch.from_numpy(np.stack([it["qa_tokens"] for it in items]))
+        # A batch holds few distinct QA sequences: featurize each once, then copy.
+        distinct, which = torch.unique(tokens.flatten(0, -2), dim=0, return_inverse=True)
         return {
             "index": torch.tensor([it["index"] for it in items]),
             "qid": [it["qid"] for it in items],
             "vid_feats": torch.from_numpy(np.stack([it["vid_feats"] for it in items])),
-            "qas": self.bench.qa_features(tokens),
+            "qas": self.bench.qa_features(distinct)[which].view(*tokens.shape, -1),
             "qas_lengths": (tokens != 0).sum(-1),
             "answer": torch.tensor([int(it["answer"]) for it in items]),
         }

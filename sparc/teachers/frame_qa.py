@@ -13,12 +13,14 @@ from torch import nn
 
 
 class FrameQATeacher(nn.Module):
-    def __init__(self, feature_dim: int, word_dim: int, hidden: int = 128):
+    def __init__(self, feature_dim: int, word_dim: int, hidden: int = 64):
         super().__init__()
-        self.image = nn.Sequential(nn.Linear(feature_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.question = nn.Linear(word_dim, hidden)
+        # Inputs are layer-normalised first: precomputed features come at any scale.
+        self.image = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, hidden), nn.GELU(),
+                                   nn.Linear(hidden, hidden))
+        self.question = nn.Sequential(nn.LayerNorm(word_dim), nn.Linear(word_dim, hidden))
         self.fuse = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.candidate = nn.Linear(word_dim, hidden)
+        self.candidate = nn.Sequential(nn.LayerNorm(word_dim), nn.Linear(word_dim, hidden))
 
     # ---- ImageQATeacher ---------------------------------------------------------------------------
     def encode_images(self, frames: torch.Tensor) -> torch.Tensor:
@@ -41,7 +43,7 @@ class FrameQATeacher(nn.Module):
     def pair_logits(self, image_state: torch.Tensor, questions: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Row-aligned (frame n, question n) pairs: ``image_state [N, H]`` -> logits ``[N, C]``."""
         q = self.question(questions.mean(dim=1))
-        # The product term lets "does this frame show what the question asks about?" be learnt directly.
+        # Image-question fusion with a product term, as VQA models fuse the two modalities.
         g = self.fuse(torch.cat([image_state, q, image_state * q], dim=-1))
         return torch.einsum("nh,nch->nc", g, self.candidate(candidates))
 
@@ -51,23 +53,27 @@ def train_frame_teacher(
     questions: torch.Tensor,
     candidates: torch.Tensor,
     answer: torch.Tensor,
+    frame_mask: torch.Tensor = None,
     epochs: int = 8,
     lr: float = 2e-3,
     batch_size: int = 512,
     seed: int = 0,
 ) -> list:
-    """Fit the teacher on single frames: ``frames [N, T, D]``, each of the T frames of question n
-    labelled with n's answer (SpARC A.1's recipe). ``questions [N, Lq, W]``, ``candidates [N, C, W]``.
-    Returns the per-epoch mean loss."""
+    """Fit the teacher on single frames: ``frames [N, T, D]``, frame t of question n labelled with n's
+    answer, for the (n, t) where ``frame_mask`` is true (default: every frame, SpARC A.1's fine-tuning
+    recipe; the demo passes the frames that show what the question asks about, i.e. an image-QA
+    dataset). ``questions [N, Lq, W]``, ``candidates [N, C, W]``. Returns the per-epoch mean loss."""
     g = torch.Generator().manual_seed(seed)
     N, T, _ = frames.shape
+    pairs = torch.nonzero(torch.ones(N, T, dtype=torch.bool) if frame_mask is None else frame_mask.bool())
+    flat = pairs[:, 0] * T + pairs[:, 1]
     opt = torch.optim.Adam(teacher.parameters(), lr=lr)
     history = []
     teacher.train()
     for _ in range(epochs):
-        order = torch.randperm(N * T, generator=g)
+        order = flat[torch.randperm(flat.numel(), generator=g)]
         total = 0.0
-        for start in range(0, N * T, batch_size):
+        for start in range(0, order.numel(), batch_size):
             idx = order[start:start + batch_size]
             q_idx, t_idx = idx // T, idx % T
             state = teacher.encode_images(frames[q_idx, t_idx])
@@ -76,7 +82,7 @@ def train_frame_teacher(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * idx.numel()
-        history.append(total / (N * T))
+            total += float(loss.detach()) * idx.numel()
+        history.append(total / flat.numel())
     teacher.eval()
     return history

@@ -1,0 +1,62 @@
+"""Figures (matplotlib is optional: ``pip install 'sparc-videoqa[viz]'``; imported only when drawing)."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+
+def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], threshold: float,
+                num_examples: int = 4) -> None:
+    """The demo's figure: on the left, for the first ``num_examples`` test questions, the teacher's
+    per-frame probability of the correct answer with the selection threshold, the frames it keeps
+    (filled bars) and the truly causal frames (stars); on the right, test accuracy per config (mean,
+    with the std over seeds as error bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    qids = test_split.qids[:num_examples]
+    priors = test_store.lookup(qids).numpy()
+    fig = plt.figure(figsize=(13, 2.0 * num_examples + 1))
+    grid = fig.add_gridspec(num_examples, 2, width_ratios=[1.5, 1], wspace=0.25, hspace=0.9)
+    for n, qid in enumerate(qids):
+        ax = fig.add_subplot(grid[n, 0])
+        p = priors[n, :, test_split.answer[n]]
+        frames = np.arange(len(p))
+        kept = p > threshold
+        ax.bar(frames, p, color=np.where(kept, "tab:blue", "white"), edgecolor="tab:blue")
+        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1)
+        causal = test_split.causal[n]
+        ax.plot(frames[causal], np.full(causal.sum(), 1.1), "*", color="tab:green", markersize=10)
+        ax.set_ylim(0, 1.25)
+        ax.set_xticks(frames)
+        ax.set_xticklabels([f"s{s}·a{a}" for s, a in zip(test_split.frame_subject[n], test_split.frame_action[n])],
+                           fontsize=7)
+        asked = test_split.frame_subject[n][causal][0]
+        ax.set_title(f"{qid}: what is subject{asked} doing? (answer action{test_split.candidates[n, test_split.answer[n]]})",
+                     fontsize=9)
+        ax.set_ylabel("P(answer)", fontsize=8)
+        if n == 0:
+            ax.legend(handles=[
+                plt.Rectangle((0, 0), 1, 1, color="tab:blue", label=f"kept (P > {threshold})"),
+                plt.Line2D([], [], color="tab:red", linestyle="--", label="threshold"),
+                plt.Line2D([], [], marker="*", color="tab:green", linestyle="", label="truly causal frame"),
+            ], fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.3), ncol=3, frameon=False)
+        if n == num_examples - 1:
+            ax.set_xlabel("frame (subject·action it shows)", fontsize=8)
+    ax = fig.add_subplot(grid[:, 1])
+    labels = list(table)
+    means = [table[k]["mean"] for k in labels]
+    ax.bar(labels, means, yerr=[table[k]["std"] for k in labels], capsize=5,
+           color=["tab:gray" if k == "plain" else "tab:blue" for k in labels])
+    for i, m in enumerate(means):
+        ax.text(i, m + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
+    ax.axhline(100 / priors.shape[2], color="black", linestyle=":", linewidth=1, label="chance")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("HGA on the synthetic benchmark (mean ± std over seeds)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.savefig(png_path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
