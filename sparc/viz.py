@@ -48,11 +48,10 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
             ax.set_xlabel("frame (subject·action it shows)", fontsize=8)
     ax = fig.add_subplot(grid[:, 1])
     labels = list(table)
-    means = [table[k]["mean"] for k in labels]
-    ax.bar(labels, means, yerr=[table[k]["std"] for k in labels], capsize=5,
-           color=["tab:gray" if k == "plain" else "tab:blue" for k in labels])
-    for i, m in enumerate(means):
-        ax.text(i, m + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
+    means, stds = [table[k]["mean"] for k in labels], [table[k]["std"] for k in labels]
+    ax.bar(labels, means, yerr=stds, capsize=5, color=["tab:gray" if k == "plain" else "tab:blue" for k in labels])
+    for i, (m, sd) in enumerate(zip(means, stds)):
+        ax.text(i, m + sd + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
     ax.axhline(100 / priors.shape[2], color="black", linestyle=":", linewidth=1, label="chance")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
