@@ -108,3 +108,19 @@ def test_two_cpu_processes_match_one(tmp_path):
     assert two["metrics"]["num_examples"] == 13
     assert torch.equal(two["predictions"], one["predictions"])
     assert torch.allclose(two["weights"], one["weights"], atol=1e-3)  # Adam at lr 1e-2 amplifies reduction-order rounding
+
+
+def test_gradient_accumulation_matches_the_larger_batch():
+    data = TinyQA(20, seed=2)
+    results = []
+    for batch_size, accumulate in [(10, 1), (5, 2)]:
+        cfg = TrainConfig(epochs=2, batch_size=batch_size, gradient_accumulation_steps=accumulate, lr=1e-2,
+                          seed=0, progress=False, log_with=None)
+        model = make_model(techniques=False, dropout=0.0)
+        result = train(model, data, data.collate, cfg, eval_set=data)
+        weights = torch.cat([p.detach().flatten() for p in model.model.vid_encoder.parameters()])
+        results.append((result.global_step, result.predictions, weights))
+    (steps_a, pred_a, w_a), (steps_b, pred_b, w_b) = results
+    assert steps_a == steps_b == 4
+    assert torch.equal(pred_a, pred_b)
+    assert torch.allclose(w_a, w_b, atol=1e-3)
