@@ -223,27 +223,23 @@ def test_bucket_mode_calls_model_once_per_distinct_count():
     assert sorted(model.calls) == sorted([(2, 1, D), (1, 3, D), (1, 4, D)])
 
 
-@pytest.mark.parametrize("mode, with_padding_field", SLICED_CASES)
-def test_single_frame_runs_once_with_length_one_time_axis(mode, with_padding_field):
-    adapter, model = make_adapter(mode), make_model(mode)
-    inputs = make_inputs(mode, with_padding_field=with_padding_field)
-    index = torch.tensor([2, 0, 5, 3])
-    keep = torch.nn.functional.one_hot(index, T).bool()
-    with torch.no_grad():
-        got = adapter.forward_subset(model, inputs, keep)
-        assert model.calls == [(B, 1, D)]
-        expected = reference_logits(mode, model, inputs, keep)
-    assert torch.allclose(got.logits, expected, atol=ATOL, rtol=0)
+EQUAL_COUNT_KEEPS = {
+    # the single-frame view: a length-1 input, never T frames with T-1 masked
+    "single_frame": torch.nn.functional.one_hot(torch.tensor([2, 0, 5, 3]), T).bool(),
+    "two_frames": torch.tensor([[True, False, True, False, False, False]] * 2
+                               + [[False, False, False, True, True, False]] * 2),
+}
 
 
+@pytest.mark.parametrize("keep_name", list(EQUAL_COUNT_KEEPS))
 @pytest.mark.parametrize("mode, with_padding_field", SLICED_CASES)
-def test_equal_counts_run_once_physically_sliced(mode, with_padding_field):
+def test_equal_counts_run_once_physically_sliced(mode, with_padding_field, keep_name):
+    keep = EQUAL_COUNT_KEEPS[keep_name]
     adapter, model = make_adapter(mode), make_model(mode)
     inputs = make_inputs(mode, with_padding_field=with_padding_field)
-    keep = torch.tensor([[True, False, True, False, False, False]] * 2 + [[False, False, False, True, True, False]] * 2)
     with torch.no_grad():
         got = adapter.forward_subset(model, inputs, keep)
-        assert model.calls == [(B, 2, D)]
+        assert model.calls == [(B, int(keep[0].sum()), D)]
         expected = reference_logits(mode, model, inputs, keep)
     assert torch.allclose(got.logits, expected, atol=ATOL, rtol=0)
 
