@@ -177,3 +177,21 @@ def _build_hga(config: Dict[str, Any]):
         return {"out_intended_masks": out, "predict_idx_intended_masks": predict_idx}
 
     return model, run
+
+
+# --------------------------------------------------------------------------- VGT, STAGE, HME
+# Each reference module builds its own model from the fixture's config (``fixture_model``); the
+# import happens only when such a fixture is opened.
+
+
+def _lazy_builder(module: str) -> BuilderFn:
+    def build(config: Dict[str, Any]):
+        import importlib
+
+        return importlib.import_module(module).fixture_model(config)
+
+    return build
+
+
+for _model, _module in (("VGT", "sparc.adapters.vgt"), ("STAGE", "sparc.adapters.stage"), ("HME", "sparc.adapters.hme")):
+    register_fixture_builder(_model)(_lazy_builder(_module))
