@@ -116,3 +116,23 @@ def test_tiny_demo_end_to_end(tmp_path):
     assert (tmp_path / "sparc-demo.png").stat().st_size > 0
     table = format_table(results["accuracy"])
     assert "plain" in table and "+T+S" in table
+
+
+def test_views_show_each_clips_subject_and_action_and_leave_the_frame_features_alone(bench):
+    split, c = bench.splits["test"], bench.config
+    before = split.vid_feats.copy()
+    views = bench.views("test")
+    assert views is bench.views("test")                                   # drawn once
+    np.testing.assert_array_equal(split.vid_feats, before)
+    N, T = split.frame_subject.shape
+    assert views.regions.shape == (N, T, c.frames_per_clip, c.num_regions, c.feature_dim)
+    subject, action = bench.subject_vectors[split.frame_subject], bench.action_vectors[split.frame_action]
+    for r, clean in ((0, subject), (1, action), (2, np.zeros_like(subject))):  # subject, action, background
+        noise = views.regions[:, :, :, r] - clean[:, :, None]
+        assert abs(noise.std() - c.noise) < 0.05 and abs(noise.mean()) < 0.05
+    assert abs((views.frame_feats - (subject + action)[:, :, None]).std() - c.noise) < 0.05
+    assert abs((views.motion - bench.motion_vectors[split.frame_action]).std() - c.noise) < 0.05
+    assert (views.boxes[..., :2] <= views.boxes[..., 2:]).all() and ((views.boxes >= 0) & (views.boxes <= 1)).all()
+    np.testing.assert_array_equal(views.subtitles[..., 1], bench.token("subject0") + split.frame_subject)
+    again = SyntheticBenchmark(SyntheticConfig(sizes=SIZES)).views("test")
+    np.testing.assert_array_equal(again.regions, views.regions)

@@ -16,6 +16,13 @@ content word) also carries the sentence's content words.
 
 Splits: ``teacher`` (trains the image-QA teacher on single frames), ``train`` and ``test``, each drawn
 from its own random stream (no video is shared). Everything is deterministic from the seed.
+
+The other backbones read other modalities of the same videos (:meth:`SyntheticBenchmark.views`, drawn
+on first use from a stream of their own, so the frame features above never change): each time step is
+a *clip* of ``frames_per_clip`` frames showing the same subject and action, each frame with object
+*regions* (one shows the subject, one the action, the rest background) and boxes (VGT, STAGE); a
+*motion* feature per clip that shows only the action (HME, memory-attention: appearance | motion); and
+a *subtitle* per clip naming the subject on screen (STAGE).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ class SyntheticConfig:
     noise: float = 2.4           # std of the per-frame feature noise, per dimension
     sizes: Dict[str, int] = field(default_factory=lambda: {"teacher": 3000, "train": 3000, "test": 1000})
     seed: int = 0
+    # the other modalities (SyntheticBenchmark.views)
+    frames_per_clip: int = 2     # frames of one clip (VGT's clip axis); every frame shows the clip's content
+    num_regions: int = 4         # object regions per frame: subject, action, background...
 
     @property
     def vocab(self) -> List[str]:
@@ -68,6 +78,17 @@ class SyntheticSplit:
 
     def __len__(self) -> int:
         return len(self.qids)
+
+
+@dataclass
+class SyntheticViews:
+    """The modalities beyond ``vid_feats`` for one split (``F`` frames per clip, ``R`` regions)."""
+
+    frame_feats: np.ndarray      # [N, T, F, D] float32 per-frame features (subject + action + noise)
+    regions: np.ndarray          # [N, T, F, R, D] float32: region 0 the subject, 1 the action, others noise
+    boxes: np.ndarray            # [N, T, F, R, 4] float32 (x1, y1, x2, y2) in [0, 1]
+    motion: np.ndarray           # [N, T, D] float32: the action only, through its own projection
+    subtitles: np.ndarray        # [N, T, 3] int64 "[CLS] <subject on screen> [SEP]"
 
 
 class SyntheticBenchmark:
@@ -96,6 +117,11 @@ class SyntheticBenchmark:
 
         self.subject_vectors = visual([f"subject{i}" for i in range(c.num_subjects)])
         self.action_vectors = visual([f"action{i}" for i in range(c.num_actions)])
+        # Motion features come from another backbone: the same actions through another projection.
+        motion_projection = np.random.default_rng([c.seed, 7]).standard_normal((c.word_dim, c.feature_dim))
+        actions = table[[self.token(f"action{i}") for i in range(c.num_actions)]] @ motion_projection
+        self.motion_vectors = (c.signal * actions / np.linalg.norm(actions, axis=1, keepdims=True)).astype(np.float32)
+        self._views: Dict[str, SyntheticViews] = {}
         # Each split draws from its own stream, keyed by its name: no video is shared between splits.
         self.splits = {name: self._generate(name, n, [c.seed, zlib.crc32(name.encode())]) for name, n in c.sizes.items()}
 
@@ -135,6 +161,33 @@ class SyntheticBenchmark:
         qids = [f"{name}-{i:06d}" for i in range(n)]
         return SyntheticSplit(name, qids, [f"{name}-video-{i:06d}" for i in range(n)], feats, qa, answer,
                               causal, frame_subject, frame_action, candidates)
+
+    def views(self, split: str) -> SyntheticViews:
+        """Regions, boxes, per-frame features, motion and subtitles of a split (drawn once, cached)."""
+        if split not in self._views:
+            self._views[split] = self._draw_views(split)
+        return self._views[split]
+
+    def _draw_views(self, name: str) -> SyntheticViews:
+        c, s = self.config, self.splits[name]
+        rng = np.random.default_rng([c.seed, zlib.crc32(name.encode()), 1])
+        N, T, F, R, D = len(s), c.num_frames, c.frames_per_clip, c.num_regions, c.feature_dim
+        if R < 2:
+            raise ValueError("num_regions must be at least 2 (the subject's region and the action's)")
+        subject = self.subject_vectors[s.frame_subject][:, :, None]          # [N, T, 1, D]
+        action = self.action_vectors[s.frame_action][:, :, None]
+        frame_feats = subject + action + c.noise * rng.standard_normal((N, T, F, D))
+        regions = c.noise * rng.standard_normal((N, T, F, R, D))
+        regions[:, :, :, 0] += subject
+        regions[:, :, :, 1] += action
+        corners = rng.uniform(0.0, 1.0, (N, T, F, R, 2, 2))
+        boxes = np.concatenate([corners.min(-1), corners.max(-1)], axis=-1)   # x1 y1 x2 y2, ordered
+        motion = self.motion_vectors[s.frame_action] + c.noise * rng.standard_normal((N, T, D))
+        subtitles = np.zeros((N, T, 3), np.int64)
+        subtitles[..., 0], subtitles[..., 2] = self.token("[CLS]"), self.token("[SEP]")
+        subtitles[..., 1] = self.token("subject0") + s.frame_subject
+        f32 = lambda a: a.astype(np.float32)
+        return SyntheticViews(f32(frame_feats), f32(regions), f32(boxes), f32(motion), subtitles)
 
     # ---- torch plumbing -------------------------------------------------------------------------
     def dataset(self, split: str) -> "SyntheticDataset":
