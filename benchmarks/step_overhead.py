@@ -1,9 +1,15 @@
-"""Training-step overhead of SpARC on HGA at NExT-QA size, measured as ratios in one run.
+"""Training-step overhead of SpARC on every backbone at its paper size, measured as ratios in one run.
 
-A *plain* step is the wrapped model with no techniques (CE on the whole video) + backward + Adam.
-A *SpARC* step is the same with ``[TemporalGuidance(), SpatialDistillation()]``: the whole video,
-the causal frames and one single frame, each forwarded once. Optionally (``--mixup``) a third row
-adds ``TemporalGuidedMixup`` (concat mode: every view then scores 2C candidates).
+``--backbone`` picks the model: hga (NExT-QA, 16 frames), vgt (8 clips x 4 frames), stage (TVQA+,
+up to 50 frames at 0.5 fps), memory (memory-attention, 35 frames for TGIF-QA; ``--frames 20`` for
+MSVD-QA) or hme. Each is built by ``benchmarks/backbones/<name>.py: paper_size(batch_size)``,
+which documents its sizes; features and priors are random.
+
+A *plain* step is the wrapped model with no techniques (the task loss on the whole video) +
+backward + Adam. A *SpARC* step is the same with ``[TemporalGuidance(), SpatialDistillation()]``:
+the whole video, the causal frames and one single frame, each forwarded once. Optionally
+(``--mixup``) a third row adds ``TemporalGuidedMixup`` (concat mode: every view then scores 2C
+candidates).
 
 All variants run interleaved in one process (the order rotates every repeat) and the reported
 figure is the median of the per-repeat time ratios, after warm-up. Absolute times are printed for
@@ -13,70 +19,46 @@ Reported next to the measured ratio:
 
 * the frame bound ``(T + mean kept + 1) / T``: the step's work if every cost scaled with frames;
 * the counted FLOP ratio (``torch.utils.flop_counter`` on the CPU, forward + backward), which also
-  counts HGA's frame-independent work (question GRU and BLOCK fusions, once per candidate per view);
-* the cost of the causal view through ``HGAAdapter`` in lengths mode (one padded, packed forward)
-  against bucket mode (one forward per kept-frame count), as a ratio.
+  counts the frame-independent work (question encoders, fusions, once per candidate per view);
+* the cost of the causal view in the adapter's own subset mode (mask or lengths) against bucket
+  mode (one physically sliced forward per kept-frame count), as a ratio, where the adapter has both.
 
 Times are per step and only their ratios mean anything. On the CPU the default is one torch
 thread: on a machine shared with other jobs, a descheduled worker thread stalls every parallel op
-and the ratios fall apart (``--threads 0`` keeps torch's default). The numbers in
-docs/benchmarks.md came from:
-
-    python benchmarks/step_overhead.py --batch-size 64 --threads 1 --mixup --json step_overhead.json
-    python benchmarks/step_overhead.py --batch-size 256 --threads 1 --repeats 3 --no-views
+and the ratios fall apart (``--threads 0`` keeps torch's default). The commands behind the numbers
+in docs/benchmarks.md are listed there.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 import sparc
-from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA, HGAAdapter
+from sparc.contract import forcing_mode
 from sparc.frames import select_causal_frames
 
-
-class BucketHGAAdapter(HGAAdapter):
-    """HGAAdapter forced to bucket mode (what the original doc-doc/NExT-QA HGA class gets)."""
-
-    def mode_for(self, model) -> str:
-        return "bucket"
+BACKBONES = ("hga", "vgt", "stage", "memory", "hme")
 
 
 # ---------------------------------------------------------------------------------------- setup
 
-def build_model(args) -> HGA:
-    # doc-doc/NExT-QA build_model for HGA: GRUs, word_dim 300 (BERT 768 -> 300), dropout 0.3.
-    vid = EncoderVidHGA(dim_vid=args.vid_dim, dim_hidden=args.hidden, input_dropout_p=0.3,
-                        bidirectional=False, rnn_cell="gru")
-    qns = EncoderQns(dim_embed=args.word_dim, dim_hidden=args.hidden, vocab_size=1, glove_embed=None,
-                     use_bert=True, n_layers=1, rnn_dropout_p=0, input_dropout_p=0.3,
-                     bidirectional=False, rnn_cell="gru")
-    block = {"mm_dim": args.block_mm_dim, "chunks": args.block_chunks, "rank": args.block_rank}
-    return HGA(vid, qns, device=None, block_kwargs=block)
-
-
-def make_batch(args, gen: torch.Generator) -> dict:
-    B, T, C, L = args.batch_size, args.frames, args.candidates, args.qa_len
-    qas_lengths = torch.randint(args.qa_min_len, L + 1, (B, C), generator=gen)
-    qas_lengths[0, 0] = L  # the padded width is the full "[CLS] q [SEP] a [SEP]" length
-    qas = torch.randn(B, C, L, 768, generator=gen)
-    qas = qas.masked_fill((torch.arange(L)[None, None, :] >= qas_lengths[..., None])[..., None], 0.0)
-    return {
-        "qid": [f"q{i}" for i in range(B)],
-        "vid_feats": torch.randn(B, T, args.vid_dim, generator=gen),
-        "qas": qas,
-        "qas_lengths": qas_lengths,
-        "answer": torch.randint(0, C, (B,), generator=gen),
-    }
+def load_backbone(args):
+    """(model, adapter, batch) at the backbone's paper size, from benchmarks/backbones/<name>.py."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    module = importlib.import_module(f"backbones.{args.backbone}")
+    kwargs = {"frames": args.frames} if args.frames else {}
+    return module.paper_size(args.batch_size, seed=args.seed, **kwargs)
 
 
 def make_priors(answer: torch.Tensor, T: int, C: int, kept: float, gen: torch.Generator) -> torch.Tensor:
@@ -107,10 +89,10 @@ def sync(device) -> None:
 # ---------------------------------------------------------------------------------------- runs
 
 class Variant:
-    def __init__(self, name: str, base: HGA, techniques, uses_priors: bool, lr: float, device):
+    def __init__(self, name: str, base, adapter, techniques, uses_priors: bool, lr: float, device):
         self.name = name
         self.model = copy.deepcopy(base).to(device).train()
-        self.wrapped = sparc.wrap(self.model, HGAAdapter(), techniques).to(device).train()
+        self.wrapped = sparc.wrap(self.model, adapter, techniques).to(device).train()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
         self.uses_priors = uses_priors
         self.times: List[float] = []
@@ -156,32 +138,39 @@ def run_steps(variants: List[Variant], batch, priors, args, device, track_memory
               file=sys.stderr, flush=True)
 
 
-def view_costs(base: HGA, batch, priors, args, device, count: bool) -> Dict[str, dict]:
-    """Forward + backward of each view alone, interleaved: whole, causal (lengths), causal (bucket), single.
-    With ``count`` (CPU only: cuDNN's fused GRU hides from the counter), also their FLOPs."""
+def _logits(out):
+    return out.logits if hasattr(out, "logits") else out
+
+
+def view_costs(base, adapter, batch, priors, args, device, count: bool) -> Dict[str, dict]:
+    """Forward + backward of each view alone, interleaved: whole, causal (the adapter's own mode),
+    causal (bucket, when the own mode is another), single. With ``count`` (CPU only: cuDNN's fused
+    GRU hides from the counter), also their FLOPs."""
     model = copy.deepcopy(base).to(device).train()
-    lengths, bucket = HGAAdapter(), BucketHGAAdapter()
+    own_mode = adapter.mode_for(model)
+    own, bucket = forcing_mode(adapter, own_mode), forcing_mode(adapter, "bucket")
     keep = select_causal_frames(priors, batch["answer"], 0.5, "all")
-    valid = torch.ones_like(keep)
+    valid = adapter.valid_frames(batch).to(keep.device)
     partial = keep.any(dim=1) & (keep != valid).any(dim=1)
     rows = torch.nonzero(partial).squeeze(1)
-    sub, sub_keep = lengths.select_batch(batch, rows), keep[rows]
+    sub, sub_keep = adapter.select_batch(batch, rows), keep[rows]
+    T = adapter.num_frames(batch)
     gen = torch.Generator().manual_seed(args.seed + 7)
-    single = torch.nn.functional.one_hot(torch.randint(0, args.frames, (keep.shape[0],), generator=gen),
-                                         args.frames).bool().to(device)
+    single = torch.nn.functional.one_hot(torch.randint(0, T, (keep.shape[0],), generator=gen), T).bool().to(device)
 
     def fb(fn):
         def go():
             model.zero_grad(set_to_none=True)
-            fn().logits.sum().backward()
+            _logits(fn()).sum().backward()
         return go
 
     views = {
-        "whole": fb(lambda: lengths.forward(model, batch)),
-        "causal_lengths": fb(lambda: lengths.forward_subset(model, sub, sub_keep)),
-        "causal_bucket": fb(lambda: bucket.forward_subset(model, sub, sub_keep)),
-        "single": fb(lambda: lengths.forward_subset(model, batch, single)),
+        "whole": fb(lambda: adapter.forward(model, batch)),
+        f"causal_{own_mode}": fb(lambda: own.forward_subset(model, sub, sub_keep)),
     }
+    if own_mode != "bucket":
+        views["causal_bucket"] = fb(lambda: bucket.forward_subset(model, sub, sub_keep))
+    views["single"] = fb(lambda: adapter.forward_subset(model, batch, single))
     names = list(views)
     flops = {}
     if count:
@@ -202,6 +191,7 @@ def view_costs(base: HGA, batch, priors, args, device, count: bool) -> Dict[str,
             times[n].append(elapsed)
     counts = sub_keep.sum(dim=1)
     return {
+        "own_mode": own_mode,
         "times": times,
         "flops": flops,
         "causal_rows": int(rows.numel()),
@@ -237,23 +227,16 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=None,
                    help="default: 256 on cuda, 64 on cpu")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--vid-dim", type=int, default=4096, help="appearance 2048 + motion 2048")
-    p.add_argument("--word-dim", type=int, default=300, help="BERT 768 -> word_dim projection")
-    p.add_argument("--candidates", type=int, default=5)
-    p.add_argument("--qa-len", type=int, default=37, help="tokens of '[CLS] q [SEP] a [SEP]' (padded width)")
-    p.add_argument("--qa-min-len", type=int, default=20)
-    p.add_argument("--block-mm-dim", type=int, default=1600)
-    p.add_argument("--block-chunks", type=int, default=20)
-    p.add_argument("--block-rank", type=int, default=15)
-    p.add_argument("--kept", type=float, default=4.0, help="mean causal frames per row the priors select")
+    p.add_argument("--backbone", default="hga", choices=BACKBONES)
+    p.add_argument("--frames", type=int, default=None, help="length of the temporal axis (default: the paper's)")
+    p.add_argument("--kept", type=float, default=0.25,
+                   help="mean causal frames per row the priors select: a count, or a fraction of T if below 1")
     p.add_argument("--mixup", action="store_true", help="add a TemporalGuidance+SpatialDistillation+TemporalGuidedMixup row")
     p.add_argument("--repeats", type=int, default=5, help="timed steps per variant (interleaved)")
     p.add_argument("--view-repeats", type=int, default=3, help="timed passes per single view (interleaved)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
-    p.add_argument("--no-views", action="store_true", help="skip the per-view and lengths-vs-bucket timing")
+    p.add_argument("--no-views", action="store_true", help="skip the per-view and own-mode-vs-bucket timing")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads; default 1 on cpu (steady ratios on a shared machine), "
@@ -272,25 +255,27 @@ def main(argv=None) -> dict:
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    base = build_model(args)
-    batch_cpu = make_batch(args, gen)
-    priors_cpu = make_priors(batch_cpu["answer"], args.frames, args.candidates, args.kept, gen)
+    base, adapter, batch_cpu = load_backbone(args)
+    T = adapter.num_frames(batch_cpu)
+    with torch.no_grad():  # the width of the logits: candidates, or the open-ended answer set
+        C = _logits(adapter.forward(base.eval(), adapter.select_batch(batch_cpu, torch.arange(2)))).shape[1]
+    kept = args.kept * T if args.kept < 1 else args.kept
+    priors_cpu = make_priors(torch.as_tensor(batch_cpu[adapter.answer_field]), T, C, kept, gen)
     batch, priors = to_device(batch_cpu, device), priors_cpu.to(device)
 
     variants = [
-        Variant("plain", base, [], False, 1e-4, device),
-        Variant("sparc", base, [sparc.TemporalGuidance(), sparc.SpatialDistillation()], True, 1e-4, device),
+        Variant("plain", base, adapter, [], False, 1e-4, device),
+        Variant("sparc", base, adapter, [sparc.TemporalGuidance(), sparc.SpatialDistillation()], True, 1e-4, device),
     ]
     if args.mixup:
-        variants.append(Variant("sparc+mixup", base, [sparc.TemporalGuidance(), sparc.SpatialDistillation(),
-                                                      sparc.TemporalGuidedMixup()], True, 1e-4, device))
-    print(f"HGA B={args.batch_size} T={args.frames} H={args.hidden} D={args.vid_dim} C={args.candidates} "
-          f"L={args.qa_len} BLOCK {args.block_mm_dim}/{args.block_chunks}/{args.block_rank} on {device}, "
-          f"{torch.get_num_threads()} threads", file=sys.stderr, flush=True)
+        variants.append(Variant("sparc+mixup", base, adapter, [sparc.TemporalGuidance(), sparc.SpatialDistillation(),
+                                                               sparc.TemporalGuidedMixup()], True, 1e-4, device))
+    params = sum(p.numel() for p in base.parameters())
+    print(f"{args.backbone} B={args.batch_size} T={T} C={C} {params / 1e6:.1f}M parameters, subset mode "
+          f"{adapter.mode_for(base)}, on {device}, {torch.get_num_threads()} threads", file=sys.stderr, flush=True)
 
     run_steps(variants, batch, priors, args, device, track_memory)
     plain = variants[0]
-    T = args.frames
     results = {"config": vars(args), "machine": {
         "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
         "processor": platform.processor(), "threads": torch.get_num_threads(),
@@ -320,11 +305,14 @@ def main(argv=None) -> dict:
 
     if not args.no_views:
         print("  timing single views", file=sys.stderr, flush=True)
-        views = view_costs(base, batch, priors, args, device, count=not args.no_flops and device.type == "cpu")
+        views = view_costs(base, adapter, batch, priors, args, device,
+                           count=not args.no_flops and device.type == "cpu")
         t = views["times"]
         views["ratio_to_whole"] = {n: median_ratio(t[n], t["whole"]) for n in t}
         views["flop_ratio_to_whole"] = {n: f / views["flops"]["whole"] for n, f in views["flops"].items()}
-        views["bucket_over_lengths"] = median_ratio(t["causal_bucket"], t["causal_lengths"])
+        own = f"causal_{views['own_mode']}"
+        if own != "causal_bucket":
+            views["bucket_over_own"] = median_ratio(t["causal_bucket"], t[own])
         results["views"] = views
 
     # ---- report -------------------------------------------------------------------------------
@@ -347,19 +335,21 @@ def main(argv=None) -> dict:
         v = results["views"]
         lines += ["", f"Single views, forward + backward, relative to the whole video "
                       f"(causal: {v['causal_rows']} rows, {v['causal_buckets']} kept-count buckets, "
-                      f"padded to {v['causal_padded_width']} frames):", "",
+                      f"up to {v['causal_padded_width']} kept frames):", "",
                   "| view | median (s) | time ratio to whole | counted FLOP ratio to whole |", "|---|---|---|---|"]
         for n, ts in v["times"].items():
             fr = v["flop_ratio_to_whole"].get(n)
             lines.append(f"| {n} | {statistics.median(ts):.2f} | {v['ratio_to_whole'][n]:.2f} | "
                          f"{'-' if fr is None else f'{fr:.2f}'} |")
-        lines += ["", f"Causal view, bucket mode / lengths mode: {v['bucket_over_lengths']:.2f}"]
+        if "bucket_over_own" in v:
+            lines += ["", f"Causal view, bucket mode / {v['own_mode']} mode: {v['bucket_over_own']:.2f}"]
     if any(r["candidates_scored"] != plain.candidates for r in rows):
         lines += ["", "Rows scoring more candidates than plain (concat-mode mixup) have their frame bound "
                       "multiplied by the candidate ratio."]
     if not track_memory:
         lines += ["", "Peak memory: not measured on the CPU."]
     report = "\n".join(lines)
+    print(f"{args.backbone}, batch {args.batch_size}, T = {T}, {C} answer scores\n")
     print(report)
     results["table"] = report
     if args.json:

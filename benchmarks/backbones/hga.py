@@ -1,0 +1,32 @@
+"""HGA at NExT-QA size: doc-doc/NExT-QA's build_model for HGA (GRUs, BERT 768 -> 300, hidden 256,
+dropout 0.3, both BLOCK fusions at their defaults) on 16 frames of 4096-d features (appearance 2048 |
+motion 2048), 5 candidates of 37 tokens ("[CLS] q [SEP] a [SEP]", each 20-37 long)."""
+
+import torch
+
+from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA, HGAAdapter
+
+FRAMES = 16
+
+
+def paper_size(batch_size: int, frames: int = FRAMES, seed: int = 0):
+    torch.manual_seed(seed)
+    vid = EncoderVidHGA(dim_vid=4096, dim_hidden=256, input_dropout_p=0.3, bidirectional=False, rnn_cell="gru")
+    qns = EncoderQns(dim_embed=300, dim_hidden=256, vocab_size=1, glove_embed=None, use_bert=True, n_layers=1,
+                     rnn_dropout_p=0, input_dropout_p=0.3, bidirectional=False, rnn_cell="gru")
+    model = HGA(vid, qns, device=None, block_kwargs={"mm_dim": 1600, "chunks": 20, "rank": 15})
+
+    gen = torch.Generator().manual_seed(seed)
+    B, C, L = batch_size, 5, 37
+    qas_lengths = torch.randint(20, L + 1, (B, C), generator=gen)
+    qas_lengths[0, 0] = L  # the padded width is the full length
+    qas = torch.randn(B, C, L, 768, generator=gen)
+    qas = qas.masked_fill((torch.arange(L)[None, None, :] >= qas_lengths[..., None])[..., None], 0.0)
+    batch = {
+        "qid": [f"q{i}" for i in range(B)],
+        "vid_feats": torch.randn(B, frames, 4096, generator=gen),
+        "qas": qas,
+        "qas_lengths": qas_lengths,
+        "answer": torch.randint(0, C, (B,), generator=gen),
+    }
+    return model, HGAAdapter(), batch
