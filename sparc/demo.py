@@ -4,7 +4,7 @@
 2. train the image-QA teacher on single frames of the teacher split (an image-QA dataset: frames
    that show what their question asks about);
 3. extract its priors for every (frame, question) of train and test into PriorStores;
-4. train HGA with the same budget and seeds as: plain, +T, +S, +T+S, +T+S+TGM (the runs are spread
+4. train the backbone (HGA unless ``--backbone`` names another) with the same budget and seeds as: plain, +T, +S, +T+S, +T+S+TGM (the runs are spread
    over worker processes, one thread each, plain starting while the teacher trains; every run is
    seeded, so results do not depend on which worker ran it);
 5. evaluate on the held-out test split; print the table; write results.json and a PNG.
@@ -20,7 +20,8 @@ import queue
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -52,28 +53,28 @@ class DemoSettings:
     teacher_epochs: int = 5
     workers: int = 2
     quick: bool = False
+    backbone: str = "hga"
 
     @classmethod
-    def make(cls, quick: bool) -> "DemoSettings":
-        if quick:
-            return cls(seeds=(0,), epochs=3, train_size=2048, test_size=500, quick=True)
-        return cls()
+    def make(cls, quick: bool, backbone: str = "hga") -> "DemoSettings":
+        from sparc.demo_backbones import get_backbone
+
+        settings = cls(seeds=(0,), epochs=3, train_size=2048, test_size=500, quick=True) if quick else cls()
+        overrides = dict(get_backbone(backbone).settings)
+        if quick:  # a quick run keeps its smaller budget
+            overrides = {k: v for k, v in overrides.items() if k not in ("epochs", "train_size", "test_size", "seeds")}
+        return replace(settings, backbone=backbone, **overrides)
+
+    @property
+    def title(self) -> str:
+        from sparc.demo_backbones import get_backbone
+
+        return get_backbone(self.backbone).title
 
     def describe(self) -> str:
         seeds = f"{len(self.seeds)} seed{'s' if len(self.seeds) > 1 else ''}"
-        return (f"{'quick run: ' if self.quick else ''}HGA, {self.epochs} epochs x {self.train_size} train questions, "
-                f"test accuracy %, mean ± std over {seeds}")
-
-
-def build_hga(feature_dim: int, hidden: int):
-    """A small HGA (hidden sizes shrunk from the paper's 256 so the demo runs on a laptop CPU; no
-    dropout: the budget is far too short to overfit)."""
-    from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA
-
-    vid = EncoderVidHGA(dim_vid=feature_dim, dim_hidden=hidden, input_dropout_p=0.0, rnn_cell="gru")
-    qns = EncoderQns(dim_embed=hidden, dim_hidden=hidden, vocab_size=1, glove_embed=None, use_bert=True,
-                     input_dropout_p=0.0, rnn_cell="gru")
-    return HGA(vid, qns, device="cpu", block_kwargs={"mm_dim": 2 * hidden, "chunks": 4, "rank": 4})
+        return (f"{'quick run: ' if self.quick else ''}{self.title}, {self.epochs} epochs x {self.train_size} train "
+                f"questions, test accuracy %, mean ± std over {seeds}")
 
 
 def build_techniques(names: List[str], threshold: float):
@@ -138,16 +139,17 @@ def selection_quality(store, split, threshold: float) -> Dict[str, float]:
 
 def run_config(bench, names: List[str], seed: int, settings: DemoSettings, priors) -> Dict:
     import sparc
-    from sparc.adapters.hga import HGAAdapter
+    from sparc.demo_backbones import get_backbone
     from sparc.train import TrainConfig, train
 
+    backbone = get_backbone(settings.backbone)
     torch.manual_seed(seed)
-    model = build_hga(bench.config.feature_dim, settings.hidden)
-    wrapped = sparc.wrap(model, HGAAdapter(), build_techniques(names, settings.threshold))
+    model = backbone.build(bench, settings.hidden)
+    wrapped = sparc.wrap(model, backbone.adapter(), build_techniques(names, settings.threshold))
     train_set, test_set = bench.dataset("train"), bench.dataset("test")
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=seed,
                          eval_batch_size=500, log_with=None, output_dir=None, progress=False)
-    result = train(wrapped, train_set, train_set.collate, config, eval_set=test_set, priors=priors)
+    result = train(wrapped, train_set, partial(backbone.collate, bench), config, eval_set=test_set, priors=priors)
     return {"accuracy": result.metrics["accuracy"], "curve": [h["accuracy"] for h in result.eval_history],
             "final_loss": result.losses[-1]}
 
@@ -162,7 +164,7 @@ def _init_worker(bench) -> None:
     _worker_bench = bench
     # Imported here, while the teacher trains, not inside the first run (Adam's first construction
     # imports torch._dynamo, which takes seconds).
-    for module in ("accelerate", "torch._dynamo", "sparc.adapters.hga", "sparc.train"):
+    for module in ("accelerate", "torch._dynamo", "sparc.adapters", "sparc.train"):
         importlib.import_module(module)
 
 
@@ -198,7 +200,7 @@ class _Runs:
         from tqdm.auto import tqdm
 
         results = {}
-        with tqdm(total=self.count, desc="HGA training runs", dynamic_ncols=True) as bar:
+        with tqdm(total=self.count, desc=f"{self.settings.title} training runs", dynamic_ncols=True) as bar:
             for _ in range(self.count):
                 done = self.finished.get() if self.pool is not None else _run_job(self.waiting.pop(0))
                 if isinstance(done, BaseException):
@@ -211,13 +213,15 @@ class _Runs:
 
 
 def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
-             settings: Optional[DemoSettings] = None) -> Dict:
-    """Run the ablation and write ``results.json`` and ``sparc-demo.png`` (with matplotlib) to
-    ``output_dir``. ``settings`` overrides the full / quick presets."""
+             settings: Optional[DemoSettings] = None, backbone: str = "hga") -> Dict:
+    """Run the ablation with ``backbone`` and write ``results.json`` and ``sparc-demo.png`` (with
+    matplotlib) to ``output_dir``. ``settings`` overrides the full / quick presets."""
     from sparc.data.synthetic import SyntheticBenchmark, SyntheticConfig
+    from sparc.demo_backbones import get_backbone
 
     start = time.time()
-    settings = settings or DemoSettings.make(quick)
+    settings = settings or DemoSettings.make(quick, backbone)
+    spec = get_backbone(settings.backbone)
     os.makedirs(output_dir, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: more threads would only fight the workers for the cores
@@ -227,7 +231,10 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
                                                           "train": settings.train_size, "test": settings.test_size}))
         log(f"synthetic benchmark: {settings.train_size} train / {settings.test_size} test questions, "
             f"{bench.config.num_frames} frames, {bench.config.num_candidates} candidates, "
-            f"{bench.config.num_subjects} subjects, {bench.config.num_actions} actions")
+            f"{bench.config.num_subjects} subjects, {bench.config.num_actions} actions; backbone {spec.title}")
+        if spec.views:
+            for split in ("train", "test"):
+                bench.views(split)  # drawn once here, shared by the forked workers
         if settings.workers > 1:
             # Started now, the workers warm up (and run plain) while this process trains the teacher. On
             # Linux they are forked and inherit the imports; safe as for DataLoader workers: each worker
@@ -274,7 +281,7 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
     png = os.path.join(output_dir, "sparc-demo.png")
     try:
         from sparc.viz import demo_figure
-        demo_figure(png, stores["test"], bench.splits["test"], table, settings.threshold)
+        demo_figure(png, stores["test"], bench.splits["test"], table, settings.threshold, title=settings.title)
         wrote = f"{os.path.join(output_dir, 'results.json')} and {png}"
     except ImportError:
         wrote = f"{os.path.join(output_dir, 'results.json')} (pip install 'sparc-videoqa[viz]' for the figure)"
@@ -287,7 +294,7 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
     return results
 
 
-def format_table(table: Dict[str, Dict], subtitle: str = "HGA, test accuracy %, mean ± std over seeds") -> str:
+def format_table(table: Dict[str, Dict], subtitle: str = "test accuracy %, mean ± std over seeds") -> str:
     lines = [f"SpARC ablation on the synthetic benchmark ({subtitle})",
              f"{'config':<12}{'T':^4}{'S':^4}{'TGM':^5}{'accuracy':>16}"]
     base = table["plain"]["mean"] if "plain" in table else None

@@ -6,7 +6,7 @@ from typing import Dict
 
 
 def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], threshold: float,
-                num_examples: int = 4) -> None:
+                num_examples: int = 4, title: str = "HGA") -> None:
     """The demo's figure: on the left, for the first ``num_examples`` test questions, the teacher's
     per-frame probability of the correct answer with the selection threshold, the frames it keeps
     (filled bars) and the truly causal frames (stars); on the right, test accuracy per config (mean,
@@ -55,7 +55,7 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
     ax.axhline(100 / priors.shape[2], color="black", linestyle=":", linewidth=1, label="chance")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("HGA on the synthetic benchmark (mean ± std over seeds)", fontsize=10)
+    ax.set_title(f"{title} on the synthetic benchmark (mean ± std over seeds)", fontsize=10)
     ax.legend(fontsize=8)
     fig.savefig(png_path, dpi=110, bbox_inches="tight")
     plt.close(fig)

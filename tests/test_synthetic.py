@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sparc.data.synthetic import QUESTION_LENGTH, SyntheticBenchmark, SyntheticConfig
+from sparc.demo_backbones import BACKBONES
 
 SIZES = {"teacher": 60, "train": 80, "test": 40}
 
@@ -100,14 +101,16 @@ def test_frame_teacher_scores_every_frame_against_every_question(bench):
     torch.testing.assert_close(probs.sum(-1), torch.ones(3, bench.config.num_frames))
 
 
-def test_tiny_demo_end_to_end(tmp_path):
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_tiny_demo_end_to_end(tmp_path, backbone):
     from sparc.demo import DemoSettings, format_table, run_demo
 
-    settings = DemoSettings(seeds=(0,), configs=("plain", "+T+S"), epochs=1, batch_size=32, train_size=64,
-                            test_size=32, teacher_size=64, teacher_epochs=2, workers=1)
+    settings = DemoSettings(seeds=(0,), configs=("plain", "+T+S+TGM"), epochs=1, batch_size=32, train_size=64,
+                            test_size=32, teacher_size=64, teacher_epochs=2, workers=1, backbone=backbone)
     results = run_demo(str(tmp_path), log=lambda *_: None, settings=settings)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert list(saved["accuracy"]) == ["plain", "+T+S"]
+    assert list(saved["accuracy"]) == ["plain", "+T+S+TGM"]
+    assert saved["settings"]["backbone"] == backbone
     for row in saved["accuracy"].values():
         assert 0 <= row["mean"] <= 100 and len(row["per_seed"]) == 1
     assert set(saved["teacher_selection"]) == {"train", "test"}
@@ -115,7 +118,15 @@ def test_tiny_demo_end_to_end(tmp_path):
     pytest.importorskip("matplotlib")
     assert (tmp_path / "sparc-demo.png").stat().st_size > 0
     table = format_table(results["accuracy"])
-    assert "plain" in table and "+T+S" in table
+    assert "plain" in table and "+T+S+TGM" in table
+
+
+def test_the_command_line_offers_every_demo_backbone():
+    from sparc.cli import BACKBONE_NAMES, build_parser
+
+    assert set(BACKBONE_NAMES) == set(BACKBONES)
+    args = build_parser().parse_args(["demo", "--backbone", "hga", "--quick"])
+    assert args.backbone == "hga" and args.quick
 
 
 def test_views_show_each_clips_subject_and_action_and_leave_the_frame_features_alone(bench):

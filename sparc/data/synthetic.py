@@ -221,7 +221,8 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         s = self.split
-        return {"index": i, "qid": s.qids[i], "vid_feats": s.vid_feats[i], "qa_tokens": s.qa_tokens[i], "answer": s.answer[i]}
+        return {"index": i, "split": s.name, "qid": s.qids[i], "vid_feats": s.vid_feats[i], "qa_tokens": s.qa_tokens[i],
+                "answer": s.answer[i]}
 
     def collate(self, items: List[dict]) -> dict:
         tokens = torch.from_numpy(np.stack([it["qa_tokens"] for it in items]))
