@@ -161,16 +161,20 @@ def train(
     eval_set=None,
     priors=None,
     optimizer=None,
-    qid_field: str = "qid",
-    answer_field: str = "answer",
+    qid_field: Optional[str] = None,
+    answer_field: Optional[str] = None,
     accelerator=None,
     description: str = "train",
 ) -> TrainResult:
     """Train a wrapped model (``sparc.wrap``) or any module whose training forward returns ``.loss``.
 
     ``priors``: a PriorStore (looked up by ``batch[qid_field]``), a function ``batch -> [B, T, C]``,
-    or None. Evaluation runs after every epoch on ``eval_set`` when given.
+    or None. Evaluation runs after every epoch on ``eval_set`` when given. ``qid_field`` and
+    ``answer_field`` default to the wrapped model's adapter's (else "qid", "answer").
     """
+    adapter = getattr(model, "adapter", None)
+    qid_field = qid_field or getattr(adapter, "qid_field", "qid")
+    answer_field = answer_field or getattr(adapter, "answer_field", "answer")
     from accelerate import skip_first_batches
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm

@@ -54,7 +54,7 @@ class SyntheticConfig:
     seed: int = 0
     # the other modalities (SyntheticBenchmark.views)
     frames_per_clip: int = 2     # frames of one clip (VGT's clip axis); every frame shows the clip's content
-    num_regions: int = 4         # object regions per frame: subject, action, background...
+    num_regions: int = 5         # regions per frame: subject, action, background (VGT needs a multiple of 5)
 
     @property
     def vocab(self) -> List[str]:
