@@ -32,8 +32,9 @@ from torch import nn
 @dataclass
 class AdapterCase:
     """``build_model(seed)`` -> a fresh tiny trainable model; ``make_batch(batch_size, num_frames,
-    seed)`` -> a batch dict with ``answer`` (LongTensor [B]) and ``qid`` (list of str), ``num_frames``
-    being the length of the adapter's temporal axis; ``num_candidates`` the width of the logits;
+    seed)`` -> a batch dict with the labels (LongTensor [B]) under ``adapter.answer_field`` and the
+    question ids (list of str) under ``adapter.qid_field``, ``num_frames`` being the length of the
+    adapter's temporal axis; ``num_candidates`` the width of the logits;
     ``modes`` subset modes to check besides the one ``adapter.mode_for(model)`` picks."""
 
     name: str

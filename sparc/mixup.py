@@ -140,7 +140,9 @@ def temporal_guided_mixup(
     concat = candidates == "concat" and not open_ended
     if concat:
         for name, dim in candidate.items():
-            x = batch[name]
+            x = batch.get(name)
+            if x is None:  # an optional candidate field (e.g. VGT's seq_len, derived when absent)
+                continue
             out[name] = torch.cat([x, x[perm.to(x.device)]], dim=dim)
         target = torch.cat([lam * onehot, (1 - lam) * onehot[perm]], dim=1)
     else:
