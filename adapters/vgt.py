@@ -224,9 +224,13 @@ def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, valid: Optional[torch.Tenso
     statistics they update) come from the positions where ``valid`` (N, H, W) is True only, so
     masked clips cannot move the normalisation of the others."""
     uses_batch_stats = bn.training or not bn.track_running_stats
-    if valid is None or not uses_batch_stats:
+    if not uses_batch_stats:
         return bn(x)
-    picked = x.permute(1, 0, 2, 3)[:, valid]  # (C, n)
+    # Training always takes this path, even with every position valid: torch's batch_norm saves the
+    # running statistics for its backward (for some input sizes), so a second view's forward, which
+    # updates them in place, would break the first view's backward.
+    channels = x.permute(1, 0, 2, 3)
+    picked = channels.flatten(1) if valid is None else channels[:, valid]  # (C, n)
     n = picked.shape[1]
     mean = picked.mean(dim=1)
     var = picked.var(dim=1, unbiased=False)

@@ -146,10 +146,57 @@ def vgt_adapter():
     return VGTAdapter()
 
 
+# ---- STAGE: regions and subtitles per frame, BERT-like features of hypotheses and subtitles --------
+
+def stage_batch(bench, items: List[dict]) -> dict:
+    """jayleicn/TVQAplus's batch fields: ``vid (B, T, R, D)`` region features (the clip's first
+    frame), ``sub_bert (B, T, Ls, 768)`` subtitle token features, ``qas_bert (B, C, L, 768)``, their
+    masks, and the ground-truth span ``ts_label_st``/``ts_label_ed``: the first and last frame
+    showing the asked subject (TVQA+ spans are intervals; here the causal frames may have gaps)."""
+    batch = qa_batch(bench, items)
+    split = bench.splits[items[0]["split"]]
+    rows = [it["index"] for it in items]
+    causal = torch.from_numpy(split.causal[rows])
+    frames = torch.arange(causal.shape[1])
+    subtitles = view_rows(bench, items, "subtitles")
+    vid = view_rows(bench, items, "regions")[:, :, 0]
+    tokens = torch.from_numpy(np.stack([it["qa_tokens"] for it in items]))
+    return {
+        "index": batch["index"],
+        "qid": batch["qid"],
+        "vid": vid,
+        "vid_mask": torch.ones(vid.shape[:3], dtype=torch.bool),
+        "sub_bert": bench.qa_features(subtitles),
+        "sub_mask": subtitles != 0,
+        "ts_label_mask": torch.ones(causal.shape, dtype=torch.bool),
+        "qas_bert": batch["qas"],
+        "qas_mask": (tokens != 0).float(),
+        "ts_label_st": torch.where(causal, frames, causal.shape[1]).min(dim=1).values,
+        "ts_label_ed": torch.where(causal, frames, -1).max(dim=1).values,
+        "answer": batch["answer"],
+    }
+
+
+def build_stage(bench, hidden: int):
+    """A small STAGE: the paper's full model (subtitles + regions, local span features, supervised
+    attention off for want of box labels), hidden size shrunk, no dropout."""
+    from sparc.adapters.stage import STAGE, stage_opt
+
+    return STAGE(stage_opt(hsz=hidden, embedding_size=bench.config.word_dim, vfeat_size=bench.config.feature_dim,
+                           dropout=0.0, use_sup_att=False))
+
+
+def stage_adapter():
+    from sparc.adapters.stage import STAGEAdapter
+
+    return STAGEAdapter()
+
+
 BACKBONES: Dict[str, DemoBackbone] = {
     "hga": DemoBackbone("hga", "HGA", build_hga, hga_adapter, qa_batch, views=False),
     "hme": DemoBackbone("hme", "HME", build_hme, hme_adapter, appearance_motion_batch),
     "vgt": DemoBackbone("vgt", "VGT", build_vgt, vgt_adapter, vgt_batch),
+    "stage": DemoBackbone("stage", "STAGE", build_stage, stage_adapter, stage_batch),
     "memory": DemoBackbone("memory", "memory-attention", build_memory, memory_adapter, appearance_motion_batch),
 }
 

@@ -13,8 +13,10 @@ class ModelOutput:
     """A backbone's forward, as an adapter reports it.
 
     ``logits`` ``[B, C]`` (C candidates, or the open-ended answer set); the optional fields serve the
-    STAGE-style techniques: ``span_logits`` (start, end) ``[B, T]`` each, ``attention`` over regions,
-    ``hypothesis`` ``[B, C, D]`` per-candidate representations for contrastive masking.
+    STAGE-style techniques: ``span_logits`` (start, end) per hypothesis, ``[B, C, T]`` each (for a
+    ``[B, T]`` span loss take the correct hypothesis' row), ``attention`` over regions (STAGE:
+    ``[B, C, T, L, R]``, per hypothesis token), ``hypothesis`` ``[B, C, D]`` per-candidate
+    representations for contrastive masking.
     """
 
     logits: torch.Tensor

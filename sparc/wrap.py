@@ -86,7 +86,7 @@ class SparcModel(nn.Module):
                 return batch[name].shape[dim]
         if priors is not None:
             return priors.shape[2]
-        return int(getattr(self.adapter, "num_answers", 0)) or -1
+        return int(getattr(self.adapter, "num_answers", 0) or 0) or -1
 
     def _check(self, batch: dict, priors: Optional[torch.Tensor], answer: torch.Tensor, num_candidates: int) -> None:
         qf = self.adapter.qid_field

@@ -3,25 +3,10 @@ stand-in for doc-doc/NExT-QA's original class (bucket mode with the adapter's gu
 
 import torch
 
-from sparc.adapters.base import Adapter
-from sparc.adapters.hme import HME, EncoderQns, EncoderVidCoMem, forward_hme, hme_subset_mode
+from sparc.adapters.hme import HME, EncoderQns, EncoderVidCoMem
 from sparc.contract import AdapterCase
 
-try:
-    from sparc.adapters.memory import MemoryAdapter
-except ImportError:  # until adapters/memory.py lands: the same two functions behind a minimal adapter
-
-    class MemoryAdapter(Adapter):
-        temporal = {"vid_feats": 1}
-        candidate = {"qas": 1, "qas_lengths": 1}
-        subset_mode = "lengths"
-        lengths_field = "vid_lengths"
-
-        def mode_for(self, model) -> str:
-            return hme_subset_mode(model)
-
-        def forward(self, model, inputs):
-            return forward_hme(model, inputs)
+from sparc.adapters.memory import MemoryAdapter
 
 
 APP, MOTION, HIDDEN, WORDS = 3, 3, 8, 3

@@ -1,0 +1,222 @@
+"""STAGEAdapter: mask mode for the reference STAGE (a masked frame is a removed frame), bucket mode with
+guards for the original class, the output layouts, and the ground-truth span of a view."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparc.adapters import stage
+from sparc.adapters.stage import STAGEAdapter
+from sparc.testing import FIXTURE_BUILDERS, original_fixture
+
+FIXTURE = Path(__file__).parent / "fixtures" / "original" / "stage"
+FIXTURE_BUILDERS.setdefault("STAGE", stage.fixture_model)
+TOL = 1e-5
+
+_spec = importlib.util.spec_from_file_location("case_stage", Path(__file__).parent / "cases" / "case_stage.py")
+case_stage = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(case_stage)
+tiny_stage, stage_batch, OriginalLikeSTAGE = case_stage.tiny_stage, case_stage.stage_batch, case_stage.OriginalLikeSTAGE
+
+
+def random_keep(valid, seed):
+    g = torch.Generator().manual_seed(seed)
+    keep = (torch.rand(valid.shape, generator=g) < 0.45) & valid
+    for b in range(len(keep)):
+        if not keep[b].any():
+            keep[b, int(torch.nonzero(valid[b])[-1])] = True
+    return keep
+
+
+@torch.no_grad()
+def sliced(adapter, model, batch, keep):
+    """Each row alone with its dropped frames physically removed."""
+    outs = [adapter.forward(model, adapter.slice_frames(adapter.select_batch(batch, torch.tensor([b])), keep[[b]]))
+            for b in range(keep.shape[0])]
+    return outs
+
+
+@pytest.mark.parametrize("extra", [3, 1, 0])
+def test_mask_mode_equals_physical_removal(extra):
+    adapter = STAGEAdapter()
+    worst = 0.0
+    for seed in range(4):
+        model = tiny_stage(seed=seed, extra_span_length=extra)
+        batch = stage_batch(5, 10, seed)
+        keep = random_keep(adapter.valid_frames(batch), seed)
+        assert adapter.mode_for(model) == "mask"
+        for train in (False, True):
+            model.train(train)
+            with torch.no_grad():
+                got = adapter.forward_subset(model, batch, keep)
+            alone = sliced(adapter, model, batch, keep)
+            expected = torch.cat([o.logits for o in alone])
+            worst = max(worst, float((got.logits - expected).abs().max()))
+            # spans and attention: the kept frames equal the sliced run's; masked frames are -1e10
+            for b, o in enumerate(alone):
+                for mine, theirs in zip(got.span_logits, o.span_logits):
+                    assert torch.allclose(mine[b][:, keep[b]], theirs[0], atol=TOL)
+                    assert (mine[b][:, ~keep[b]] == -1e10).all()
+                assert torch.allclose(got.attention[b][:, keep[b]], o.attention[0], atol=TOL)
+    assert worst <= TOL
+
+
+def test_counting_valid_frames_is_what_makes_masks_exact(monkeypatch):
+    """With spans widened by positions (the original's arithmetic) masking is no longer removal."""
+    adapter = STAGEAdapter()
+    model = tiny_stage(seed=0, extra_span_length=1)
+    batch = stage_batch(5, 10, 0)
+    keep = random_keep(adapter.valid_frames(batch), 0)
+
+    def positional(frame_valid, st, ed):
+        return st, ed
+
+    monkeypatch.setattr(stage, "_valid_ranks", positional)
+    model.eval()
+    with torch.no_grad():
+        got = adapter.forward_subset(model, batch, keep).logits
+    expected = torch.cat([o.logits for o in sliced(adapter, model, batch, keep)])
+    assert float((got - expected).abs().max()) > 1e-3
+
+
+def test_view_span_by_hand():
+    adapter = STAGEAdapter()
+    batch = {"ts_label_st": torch.tensor([2, 2, 2, 2]), "ts_label_ed": torch.tensor([4, 4, 4, 4]),
+             "ts_label_mask": torch.ones(4, 8, dtype=torch.bool)}
+    keep = torch.zeros(4, 8, dtype=torch.bool)
+    keep[0, [0, 3, 6]] = True   # frame 3 is inside the span
+    keep[1, [0, 6]] = True      # none inside: frames 0 and 6 are both 2 away, the earlier wins
+    keep[2, [5, 7]] = True      # none inside: 5 is nearest
+    keep[3, [1, 2, 4, 7]] = True
+    st, ed = adapter.view_span(batch, keep)
+    assert st.tolist() == [3, 0, 5, 2] and ed.tolist() == [3, 0, 5, 4]
+    # mask mode keeps positions, slicing re-indexes onto the kept frames
+    masked = adapter.subset(batch, keep)
+    assert masked["ts_label_st"].tolist() == [3, 0, 5, 2] and masked["ts_label_mask"].tolist() == keep.tolist()
+    rows = torch.tensor([3])
+    sliced_batch = adapter.slice_frames(adapter.select_batch(batch, rows), keep[rows])
+    assert sliced_batch["ts_label_st"].tolist() == [1] and sliced_batch["ts_label_ed"].tolist() == [2]
+
+
+def test_adapter_reproduces_the_original_fixture():
+    fx = original_fixture(FIXTURE)
+    x = fx.inputs
+    plain = {"vid": x["vid"], "vid_mask": x["vid_mask"], "sub_bert": x["sub_bert"], "sub_mask": x["sub_mask"],
+             "ts_label_mask": x["ts_label_mask"], "qas_bert": x["qas_bert"], "qas_mask": x["qas_mask"],
+             "ts_label_st": x["ts_label_st"], "ts_label_ed": x["ts_label_ed"], "answer": x["target"], "qid": ["a", "b"]}
+    adapter, model = STAGEAdapter(), fx.model
+    with torch.no_grad():
+        out = adapter.forward(model.eval(), plain)
+        assert torch.allclose(out.logits, fx.outputs["logits"], atol=TOL)
+        assert torch.allclose(torch.stack(out.span_logits, dim=-1), fx.outputs["t_scores_raw"], atol=TOL)
+        assert torch.allclose(out.attention, fx.outputs["vid_raw_s"], atol=TOL)
+        with stage._dropout_off(model):
+            train = adapter.forward(model.train(), plain)
+    model.eval()
+    # training: one row per sample, the ground-truth-span row of the original's (4, 5) training logits
+    assert train.logits.shape == (2, 5)
+    assert torch.allclose(train.logits, fx.outputs["train_logits"][[0, 2]], atol=TOL)
+    assert model.use_sup_att and not model.inference_mode  # the adapter's switches are restored
+
+
+def test_output_layouts_and_single_frames():
+    adapter, model = STAGEAdapter(), tiny_stage(seed=1).eval()
+    batch = stage_batch(3, 6, 1)
+    with torch.no_grad():
+        out = adapter.forward(model, batch)
+        start, end = out.span_logits
+        assert out.logits.shape == (3, 5) and start.shape == end.shape == (3, 5, 6)
+        assert out.attention.shape == (3, 5, 6, 6, 4)  # (B, C, T, hypothesis words, regions)
+        padded = ~batch["ts_label_mask"]
+        assert (start[padded.unsqueeze(1).expand_as(start)] == -1e10).all()
+        one = adapter.forward(model, stage_batch(2, 1, 2))
+        assert one.logits.shape == (2, 5) and torch.isfinite(one.logits).all() and one.span_logits[0].shape == (2, 5, 1)
+        lone = adapter.forward(model, stage_batch(1, 1, 3))  # batch of one, one frame
+        assert lone.logits.shape == (1, 5) and torch.isfinite(lone.logits).all()
+        model.train()
+        single = adapter.forward_subset(model, batch, torch.eye(6, dtype=torch.bool)[[0, 2, 1]])
+        assert single.logits.shape == (3, 5) and torch.isfinite(single.logits).all()
+
+
+def test_original_class_runs_in_bucket_mode_with_guards():
+    adapter = STAGEAdapter()
+    reference, original = tiny_stage(seed=2), tiny_stage(OriginalLikeSTAGE, seed=2)
+    original.load_state_dict(reference.state_dict())
+    assert adapter.mode_for(original) == "bucket"
+    batch = stage_batch(4, 8, 2)
+    keep = random_keep(adapter.valid_frames(batch), 2)
+    for train in (False, True):
+        reference.train(train), original.train(train)
+        with torch.no_grad():
+            mine = adapter.forward_subset(reference, batch, keep).logits
+            theirs = adapter.forward_subset(original, batch, keep).logits
+        assert torch.allclose(mine, theirs, atol=TOL)
+        # a masked view is refused by the original (its spans count positions), so bucket mode is required
+        with pytest.raises(AssertionError, match="positions"), torch.no_grad():
+            original.forward_main(adapter.model_batch(adapter.subset(batch, keep)))
+    assert original.use_sup_att  # switched off only for the adapter's call
+    # ten hypotheses (a concat mixup): two groups of five for the original, one call for the reference
+    ten = dict(batch, qas_bert=torch.cat([batch["qas_bert"], batch["qas_bert"].flip(1)], 1),
+               qas_mask=torch.cat([batch["qas_mask"], batch["qas_mask"].flip(1)], 1), answer=torch.tensor([0, 7, 4, 9]))
+    seven = dict(batch, qas_bert=ten["qas_bert"][:, :7], qas_mask=ten["qas_mask"][:, :7], answer=torch.tensor([0, 6, 4, 1]))
+    for b in (ten, seven):
+        for train in (False, True):
+            reference.train(train), original.train(train)
+            with torch.no_grad():
+                mine, theirs = adapter.forward(reference, b), adapter.forward(original, b)
+            C = b["qas_bert"].shape[1]
+            assert theirs.logits.shape == (4, C) and theirs.attention.shape[1] == C
+            assert torch.allclose(mine.logits, theirs.logits, atol=TOL)
+            assert torch.allclose(mine.span_logits[0], theirs.span_logits[0], atol=TOL)
+
+
+def test_missing_span_means_the_whole_video():
+    adapter, model = STAGEAdapter(), tiny_stage(seed=4).train()
+    batch = stage_batch(3, 6, 4)
+    last = batch["ts_label_mask"].long().sum(1) - 1
+    with torch.no_grad():
+        implicit = adapter.forward(model, {k: v for k, v in batch.items() if not k.startswith("ts_label_")} | {"ts_label_mask": batch["ts_label_mask"]})
+        explicit = adapter.forward(model, dict(batch, ts_label_st=torch.zeros(3, dtype=torch.long), ts_label_ed=last))
+    assert torch.allclose(implicit.logits, explicit.logits, atol=TOL)
+
+
+def test_single_stream_adapters():
+    model = tiny_stage(seed=5, vfeat_flag=False).eval()
+    adapter = STAGEAdapter(vfeat=False)
+    assert set(adapter.temporal) == {"sub_bert", "sub_mask", "ts_label_mask"}
+    batch = {k: v for k, v in stage_batch(3, 5, 5).items() if k not in ("vid", "vid_mask")}
+    keep = random_keep(adapter.valid_frames(batch), 5)
+    with torch.no_grad():
+        got = adapter.forward_subset(model, batch, keep)
+    assert got.attention is None
+    assert torch.allclose(got.logits, torch.cat([o.logits for o in sliced(adapter, model, batch, keep)]), atol=TOL)
+    with pytest.raises(ValueError):
+        STAGEAdapter(sub=False, vfeat=False)
+
+
+def test_only_the_span_scorer_learns_nothing_from_the_logits():
+    """Why the adapter sets find_unused_parameters: the start/end scorers pick the local span by an
+    argmax (eval) or are bypassed by the ground-truth span (training); only STAGE's span loss trains them."""
+    adapter, model = STAGEAdapter(), tiny_stage(seed=6).train()
+    adapter.forward(model, stage_batch(3, 5, 6)).logits.sum().backward()
+    unused = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is None}
+    assert unused == {"temporal_scoring_st_layers", "temporal_scoring_ed_layers"} and adapter.find_unused_parameters
+
+
+def test_sparc_step_with_pairwise_mixup():
+    import sparc
+    from sparc.contract import causal_priors
+
+    batch = stage_batch(4, 5, 7)
+    losses = []
+    for cls in (case_stage.STAGE, OriginalLikeSTAGE):
+        model = tiny_stage(cls, seed=7).train()
+        wrapped = sparc.wrap(model, STAGEAdapter(), [sparc.TemporalGuidance(threshold=0.5), sparc.SpatialDistillation(),
+                                                     sparc.TemporalGuidedMixup(alpha=1.0, beta=1.0, candidates="pairwise")])
+        wrapped.reseed(0)
+        out = wrapped(batch, priors=causal_priors(4, 5, 5, batch["answer"]))
+        assert {"guided", "consistency", "spatial"} <= set(out.terms) and torch.isfinite(out.loss)
+        losses.append(float(out.loss.detach()))
+    assert abs(losses[0] - losses[1]) < 1e-5  # the original class through the adapter's guards: same step
