@@ -157,3 +157,18 @@ def test_sparc_step_with_concatenated_candidates():
     assert torch.isfinite(out.loss) and out.logits.shape == (4, 10)  # own 5 + the partner's 5
     assert torch.equal(out.keep, torch.tensor([[True, False, True, False]] * 4))
     assert trainer.ddp_kwargs() == {"find_unused_parameters": True}
+
+
+def test_training_views_share_batchnorm_without_breaking_backward():
+    # A whole video with every clip valid, then a masked causal view, then backward: BatchNorm's running
+    # statistics are updated by each view's forward. torch's own batch_norm saves them for its backward,
+    # so the reference computes training statistics itself (found by `sparc demo --backbone vgt`).
+    model = case.tiny_vgt(seed=3).train()
+    batch = case.vgt_batch(4, 6, seed=3)
+    del batch["video_len"]                                   # all clips valid: the plain path
+    adapter = VGTAdapter()
+    whole = adapter.forward(model, batch).logits
+    causal = adapter.forward_subset(model, batch, KEEP).logits  # mask mode, varied kept counts
+    (whole.sum() + causal.sum()).backward()
+    bn = model.encode_vid.bbox_conv[1]
+    assert bn.num_batches_tracked.item() == 2 and model.encode_vid.bbox_conv[0].weight.grad is not None
