@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sparc.adapters.hga import EncoderQns
+from sparc.adapters.hga import EncoderQns, _rnn_class
 from sparc.outputs import ModelOutput
 
 __all__ = [
@@ -64,15 +64,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _rnn_class(rnn_cell: str) -> type[nn.RNNBase]:
-    name = rnn_cell.lower()
-    if name == "gru":
-        return nn.GRU
-    if name == "lstm":
-        return nn.LSTM
-    raise ValueError(f"rnn_cell must be 'gru' or 'lstm', got {rnn_cell!r}")
 
 
 def _cpu_lengths(lengths) -> torch.Tensor:

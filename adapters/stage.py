@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import math
 from types import SimpleNamespace
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F

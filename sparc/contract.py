@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 import torch
 from torch import nn

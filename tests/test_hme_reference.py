@@ -2,7 +2,6 @@
 original's defects it fixes (batch of one), exact padding (lengths mode), and the adapter functions
 driving both the reference and an original-like class (bucket mode with guards)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -24,27 +23,10 @@ from sparc.testing import FIXTURE_BUILDERS, original_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "hme"
 TOL = 1e-5
-FIXTURE_BUILDERS.setdefault("HME", fixture_model)
 
 
-def _load_cases():
-    path = Path(__file__).parent / "cases" / "case_hme.py"
-    spec = importlib.util.spec_from_file_location("sparc_case_hme_for_tests", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import cases.case_hme as cases  # pytest puts tests/ on sys.path
 
-
-cases = _load_cases()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # HME is hundreds of tiny sequential ops; on a shared CPU, intra-op threads only stall them.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,19 @@
 """STAGEAdapter: mask mode for the reference STAGE (a masked frame is a removed frame), bucket mode with
 guards for the original class, the output layouts, and the ground-truth span of a view."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from sparc.adapters import stage
-from sparc.adapters.stage import STAGEAdapter
-from sparc.testing import FIXTURE_BUILDERS, original_fixture
+from sparc.adapters.stage import STAGE, STAGEAdapter
+from sparc.testing import original_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "stage"
-FIXTURE_BUILDERS.setdefault("STAGE", stage.fixture_model)
 TOL = 1e-5
 
-_spec = importlib.util.spec_from_file_location("case_stage", Path(__file__).parent / "cases" / "case_stage.py")
-case_stage = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(case_stage)
-tiny_stage, stage_batch, OriginalLikeSTAGE = case_stage.tiny_stage, case_stage.stage_batch, case_stage.OriginalLikeSTAGE
+from cases.case_stage import OriginalLikeSTAGE, stage_batch, tiny_stage  # pytest puts tests/ on sys.path
 
 
 def random_keep(valid, seed):
@@ -211,7 +206,7 @@ def test_sparc_step_with_pairwise_mixup():
 
     batch = stage_batch(4, 5, 7)
     losses = []
-    for cls in (case_stage.STAGE, OriginalLikeSTAGE):
+    for cls in (STAGE, OriginalLikeSTAGE):
         model = tiny_stage(cls, seed=7).train()
         wrapped = sparc.wrap(model, STAGEAdapter(), [sparc.TemporalGuidance(threshold=0.5), sparc.SpatialDistillation(),
                                                      sparc.TemporalGuidedMixup(alpha=1.0, beta=1.0, candidates="pairwise")])

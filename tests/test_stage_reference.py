@@ -11,11 +11,10 @@ from safetensors.torch import load_file
 
 from sparc.adapters import stage
 from sparc.adapters.stage import STAGE, STAGEBatch, fixture_batch, fixture_model, stage_opt
-from sparc.testing import FIXTURE_BUILDERS, original_fixture
+from sparc.testing import original_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "stage"
 TOL = 1e-5
-FIXTURE_BUILDERS.setdefault("STAGE", fixture_model)
 
 
 @pytest.fixture(scope="module")

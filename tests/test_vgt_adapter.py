@@ -1,39 +1,22 @@
 """VGTAdapter: mask mode for the reference VGT, bucket mode (with guards) for the original class,
 fields derived as the original pipeline derives them, and the open-ended head."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 import sparc
-from sparc.adapters.vgt import VGTAdapter, fixture_model
+from sparc.adapters.vgt import VGTAdapter
 from sparc.contract import forcing_mode
-from sparc.testing import FIXTURE_BUILDERS, original_fixture
+from sparc.testing import original_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "vgt"
-FIXTURE_BUILDERS.setdefault("VGT", fixture_model)
 
 
-def _load_case():
-    path = Path(__file__).parent / "cases" / "case_vgt.py"
-    spec = importlib.util.spec_from_file_location("sparc_contract_case_vgt", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-case = _load_case()
+import cases.case_vgt as case  # pytest puts tests/ on sys.path
 KEEP = torch.tensor([[1, 1, 0, 1, 0, 0], [0, 0, 0, 0, 1, 0], [1, 1, 1, 1, 1, 1], [0, 1, 1, 0, 0, 1]], dtype=torch.bool)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _close(a, b, tol=1e-5):

@@ -1,7 +1,6 @@
 """The reference VGT (sparc.adapters.vgt) against the original sail-sg/VGT code's fixture, its
 checkpoint layouts, BERT built from local files, the video mask it honours, and its heads."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from sparc.adapters.vgt import VGT, _batch_norm, fixture_model
-from sparc.testing import FIXTURE_BUILDERS, original_fixture
+from sparc.testing import original_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "vgt"
 TOL = 1e-5
@@ -23,27 +22,10 @@ UNUSED = {  # in every checkpoint, read by no VQA forward (hence find_unused_par
     "amodel.bert.bert.pooler.dense.weight", "amodel.bert.bert.pooler.dense.bias",
 }
 
-FIXTURE_BUILDERS.setdefault("VGT", fixture_model)  # the lead registers it lazily; this is a fallback
 
 
-def _load_case():
-    path = Path(__file__).parent / "cases" / "case_vgt.py"
-    spec = importlib.util.spec_from_file_location("sparc_contract_case_vgt", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import cases.case_vgt as case  # pytest puts tests/ on sys.path
 
-
-case = _load_case()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny models on a shared 2-core machine: extra threads only contend
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ motion 2048), 5 candidates of 37 tokens ("[CLS] q [SEP] a [SEP]", each 20-37 lon
 
 import torch
 
+from backbones import random_qa_batch
+
 from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA, HGAAdapter
 
 FRAMES = 16
@@ -17,16 +19,5 @@ def paper_size(batch_size: int, frames: int = FRAMES, seed: int = 0):
     model = HGA(vid, qns, device=None, block_kwargs={"mm_dim": 1600, "chunks": 20, "rank": 15})
 
     gen = torch.Generator().manual_seed(seed)
-    B, C, L = batch_size, 5, 37
-    qas_lengths = torch.randint(20, L + 1, (B, C), generator=gen)
-    qas_lengths[0, 0] = L  # the padded width is the full length
-    qas = torch.randn(B, C, L, 768, generator=gen)
-    qas = qas.masked_fill((torch.arange(L)[None, None, :] >= qas_lengths[..., None])[..., None], 0.0)
-    batch = {
-        "qid": [f"q{i}" for i in range(B)],
-        "vid_feats": torch.randn(B, frames, 4096, generator=gen),
-        "qas": qas,
-        "qas_lengths": qas_lengths,
-        "answer": torch.randint(0, C, (B,), generator=gen),
-    }
+    batch = random_qa_batch(batch_size, frames, 4096, 37, 20, gen)
     return model, HGAAdapter(), batch

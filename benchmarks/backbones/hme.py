@@ -6,6 +6,8 @@ with batch 64, Adam lr 5e-5 and its hinge MultipleChoiceLoss (sparc: ``task_loss
 
 import torch
 
+from backbones import random_qa_batch
+
 from sparc.adapters.hme import HME, EncoderQns, EncoderVidCoMem
 from sparc.adapters.memory import MemoryAdapter
 
@@ -24,16 +26,5 @@ def paper_size(batch_size: int, frames: int = FRAMES, seed: int = 0):
     model = HME(vid, qns, max_len_v=16, max_len_q=MAX_QA_LEN, device=None)
 
     gen = torch.Generator().manual_seed(seed)
-    B, C, L = batch_size, 5, MAX_QA_LEN
-    qas_lengths = torch.randint(20, L + 1, (B, C), generator=gen)
-    qas_lengths[0, 0] = L  # the padded width is the full length
-    qas = torch.randn(B, C, L, 768, generator=gen)
-    qas = qas.masked_fill((torch.arange(L)[None, None, :] >= qas_lengths[..., None])[..., None], 0.0)
-    batch = {
-        "qid": [f"q{i}" for i in range(B)],
-        "vid_feats": torch.randn(B, frames, 4096, generator=gen),
-        "qas": qas,
-        "qas_lengths": qas_lengths,
-        "answer": torch.randint(0, C, (B,), generator=gen),
-    }
+    batch = random_qa_batch(batch_size, frames, 4096, MAX_QA_LEN, 20, gen)
     return model, MemoryAdapter(), batch

@@ -9,6 +9,8 @@ other backbones take them. Text: BERT-like token features (768) of "question [SE
 
 import torch
 
+from backbones import random_qa_batch
+
 from sparc.adapters.memory import MemoryAdapter, MemoryAttention
 
 FRAMES = 35            # TGIF-QA; MSVD-QA uses 20
@@ -36,14 +38,7 @@ def paper_size(batch_size: int, frames: int = FRAMES, seed: int = 0):
     torch.manual_seed(seed)
     model = _model("multiple_choice")
     gen = torch.Generator().manual_seed(seed)
-    qas, qas_lengths = _text((batch_size, 5), gen)
-    batch = {
-        "qid": [f"q{i}" for i in range(batch_size)],
-        "vid_feats": torch.randn(batch_size, frames, APPEARANCE + MOTION, generator=gen),
-        "qas": qas,
-        "qas_lengths": qas_lengths,
-        "answer": torch.randint(0, 5, (batch_size,), generator=gen),
-    }
+    batch = random_qa_batch(batch_size, frames, APPEARANCE + MOTION, MAX_LEN, 10, gen)
     return model, MemoryAdapter(), batch
 
 
