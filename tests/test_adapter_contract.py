@@ -123,3 +123,11 @@ def test_contract_catches_a_model_that_cannot_learn():
 
     with pytest.raises(AssertionError, match="did not fall"):
         contract.check_overfits(_function_case("frozen", frozen))
+
+
+def test_sparc_adapters_exports_the_public_names():
+    import sparc.adapters as adapters
+
+    for name in ("HGA", "HME", "VGT", "STAGE", "MemoryAttention",
+                 "HGAAdapter", "VGTAdapter", "STAGEAdapter", "MemoryAdapter", "FunctionAdapter"):
+        assert name in adapters.__all__ and hasattr(adapters, name)
