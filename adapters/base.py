@@ -14,6 +14,7 @@ run physically sliced: a length-1 input, never T frames with T-1 masked.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Dict, Optional
 
 import torch
@@ -152,6 +153,23 @@ class Adapter:
                 logits = out.logits.new_zeros((keep.shape[0],) + tuple(out.logits.shape[1:]))
             logits = logits.index_copy(0, rows.to(logits.device), out.logits)
         return ModelOutput(logits=logits)
+
+    def with_subset_mode(self, mode: str) -> "Adapter":
+        """A copy of this adapter that runs every subset view in ``mode``, whatever ``mode_for`` would
+        pick for the model. All modes give the same logits on a model that honours its mask or lengths;
+        they differ in cost, which depends on the backbone and the device (docs/benchmarks.md measures
+        the adapters' own mode against bucket mode per backbone). Check a forced mask or lengths mode
+        with ``sparc.contract.check_subset_equals_slicing``."""
+        if mode not in SUBSET_MODES:
+            raise ValueError(f"unknown subset mode {mode!r}; expected one of {SUBSET_MODES}")
+        if mode == "lengths" and not self.lengths_field:
+            raise ValueError(f"{type(self).__name__} has no lengths_field: it cannot run in lengths mode")
+        if mode == "mask" and not self.mask_field:
+            raise ValueError(f"{type(self).__name__} has no mask_field: it cannot run in mask mode")
+        forced = copy.copy(self)
+        forced.subset_mode = mode
+        forced.mode_for = lambda model: mode
+        return forced
 
     def _with_mode(self, mode: str) -> "Adapter":
         if self.subset_mode == mode:

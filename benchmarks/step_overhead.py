@@ -45,7 +45,6 @@ from typing import Callable, Dict, List, Optional
 import torch
 
 import sparc
-from sparc.contract import forcing_mode
 from sparc.frames import select_causal_frames
 
 BACKBONES = ("hga", "vgt", "stage", "memory", "hme")
@@ -148,8 +147,8 @@ def view_costs(base, adapter, batch, priors, args, device, count: bool) -> Dict[
     GRU hides from the counter), also their FLOPs."""
     model = copy.deepcopy(base).to(device).train()
     own_mode = adapter.mode_for(model)
-    own, bucket = forcing_mode(adapter, own_mode), forcing_mode(adapter, "bucket")
-    keep = select_causal_frames(priors, batch["answer"], 0.5, "all")
+    own, bucket = adapter.with_subset_mode(own_mode), adapter.with_subset_mode("bucket")
+    keep = select_causal_frames(priors, batch[adapter.answer_field], 0.5, "all")
     valid = adapter.valid_frames(batch).to(keep.device)
     partial = keep.any(dim=1) & (keep != valid).any(dim=1)
     rows = torch.nonzero(partial).squeeze(1)

@@ -21,7 +21,6 @@ own model::
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable, List
 
@@ -48,14 +47,6 @@ class AdapterCase:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def forcing_mode(adapter, mode: str):
-    """A copy of ``adapter`` that runs every subset view in ``mode`` whatever the model."""
-    forced = copy.copy(adapter)
-    forced.subset_mode = mode
-    forced.mode_for = lambda model: mode
-    return forced
 
 
 def varied_keep(valid: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -120,7 +111,7 @@ def check_subset_equals_slicing(case: AdapterCase, batch_size: int = 4, num_fram
     expected = torch.cat(expected)
     modes = [adapter.mode_for(model)] + [m for m in case.modes if m != adapter.mode_for(model)]
     for mode in modes:
-        got = forcing_mode(adapter, mode).forward_subset(model, batch, keep).logits
+        got = adapter.with_subset_mode(mode).forward_subset(model, batch, keep).logits
         assert got.shape == expected.shape, f"{case.name} [{mode}]: shape {tuple(got.shape)} != {tuple(expected.shape)}"
         diff = float((got - expected).abs().max())
         assert diff <= case.atol, (f"{case.name} [{mode}]: subset view differs from physically removing the frames "
@@ -216,5 +207,5 @@ def check_adapter(case: AdapterCase, seed: int = 0) -> None:
 
 __all__ = [
     "AdapterCase", "check_adapter", "check_subset_equals_slicing", "check_single_frame", "check_gradients",
-    "check_eval_deterministic", "check_overfits", "forcing_mode", "varied_keep", "causal_priors",
+    "check_eval_deterministic", "check_overfits", "varied_keep", "causal_priors",
 ]

@@ -26,6 +26,9 @@ def _answer_prob(priors: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
     if priors.dim() != 3:
         raise ValueError(f"priors must be [B, T, C], got shape {tuple(priors.shape)}")
     answer = torch.as_tensor(answer, device=priors.device).long()
+    if answer.shape != priors.shape[:1]:
+        raise ValueError(f"answer must be [B] = [{priors.shape[0]}] candidate indices, got shape {tuple(answer.shape)} "
+                         "(field: answer)")
     num_candidates = priors.shape[-1]
     if ((answer < 0) | (answer >= num_candidates)).any():
         bad = int(torch.nonzero((answer < 0) | (answer >= num_candidates))[0])

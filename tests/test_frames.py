@@ -118,6 +118,13 @@ def test_causal_answer_out_of_range_raises(bad):
         select_causal_frames(priors, torch.tensor([0, bad]))
 
 
+def test_causal_answer_of_the_wrong_shape_raises():
+    # e.g. a backbone's token-id field passed where the labels belong (VGT names its labels answer_id)
+    priors, _ = priors_from_answer_probs([[0.9, 0.1], [0.2, 0.8]], [0, 0])
+    with pytest.raises(ValueError, match=r"answer must be \[B\] = \[2\]"):
+        select_causal_frames(priors, torch.zeros(2, 5, 3, dtype=torch.long))
+
+
 def test_causal_invalid_empty_raises():
     priors, answer = priors_from_answer_probs([[0.9, 0.1]], [0])
     with pytest.raises(ValueError, match="empty"):

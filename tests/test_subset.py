@@ -331,3 +331,18 @@ def test_subset_frames_modes_agree_with_physical_removal():
     assert [(rows.tolist(), tuple(s.shape)) for rows, s in buckets] == [([1], (1, 1, 3)), ([0], (1, 3, 3))]
     with pytest.raises(ValueError, match="mode"):
         subset_frames(x, keep, "pad")
+
+
+def test_with_subset_mode_forces_a_mode_and_refuses_what_the_adapter_cannot_do():
+    from sparc.adapters import FunctionAdapter, HGAAdapter
+
+    forced = HGAAdapter().with_subset_mode("bucket")
+    assert forced.mode_for(object()) == "bucket" and HGAAdapter().mode_for(object()) == "bucket"
+    assert HGAAdapter().with_subset_mode("lengths").mode_for(object()) == "lengths"
+    adapter = FunctionAdapter(lambda m, x: m(x["video"]), temporal={"video": 1})
+    with pytest.raises(ValueError, match="no lengths_field"):
+        adapter.with_subset_mode("lengths")
+    with pytest.raises(ValueError, match="no mask_field"):
+        adapter.with_subset_mode("mask")
+    with pytest.raises(ValueError, match="unknown subset mode"):
+        adapter.with_subset_mode("slice")

@@ -8,7 +8,6 @@ import torch
 
 import sparc
 from sparc.adapters.vgt import VGTAdapter
-from sparc.contract import forcing_mode
 from sparc.testing import original_fixture
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "vgt"
@@ -40,7 +39,7 @@ def test_reference_runs_in_mask_mode_and_equals_slicing():
     expected = sliced_rows(model, adapter, batch, KEEP)
     got = adapter.forward_subset(model, batch, KEEP)
     assert got.logits.shape == (4, 5) and _close(got.logits, expected)
-    assert _close(forcing_mode(adapter, "bucket").forward_subset(model, batch, KEEP).logits, expected)
+    assert _close(adapter.with_subset_mode("bucket").forward_subset(model, batch, KEEP).logits, expected)
     # the mask view keeps T clips and only narrows video_mask
     view = adapter.subset(batch, KEEP)
     assert view["video_f"].shape[1] == 6 and torch.equal(view["video_mask"].bool(), KEEP)
@@ -55,7 +54,7 @@ def test_original_runs_in_bucket_mode():
     assert adapter.mode_for(original) == "bucket"
     batch = case.vgt_batch(4, 6, seed=0)
     with pytest.raises(AssertionError, match="cannot hide clips"):  # what mask mode would do to it
-        forcing_mode(adapter, "mask").forward_subset(original, batch, KEEP)
+        adapter.with_subset_mode("mask").forward_subset(original, batch, KEEP)
     got = adapter.forward_subset(original, batch, KEEP).logits
     assert _close(got, sliced_rows(reference, adapter, batch, KEEP))
     assert _close(adapter.forward(original, batch).logits, adapter.forward(reference, batch).logits)
