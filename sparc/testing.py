@@ -179,7 +179,7 @@ def _build_hga(config: Dict[str, Any]):
     return model, run
 
 
-# --------------------------------------------------------------------------- VGT, STAGE, HME
+# --------------------------------------------------------------------------- VGT, STAGE, HME, ALBEF
 # Each reference module builds its own model from the fixture's config (``fixture_model``); the
 # import happens only when such a fixture is opened.
 
@@ -193,5 +193,6 @@ def _lazy_builder(module: str) -> BuilderFn:
     return build
 
 
-for _model, _module in (("VGT", "sparc.adapters.vgt"), ("STAGE", "sparc.adapters.stage"), ("HME", "sparc.adapters.hme")):
+for _model, _module in (("VGT", "sparc.adapters.vgt"), ("STAGE", "sparc.adapters.stage"), ("HME", "sparc.adapters.hme"),
+                        ("ALBEF-VQA", "sparc.teachers.albef")):
     register_fixture_builder(_model)(_lazy_builder(_module))

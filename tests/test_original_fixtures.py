@@ -11,7 +11,7 @@ FOLDERS = sorted(p for p in (Path(__file__).parent / "fixtures" / "original").it
 
 
 def test_the_backbone_fixtures_are_all_here():
-    assert {p.name for p in FOLDERS} >= {"hga", "hme", "stage", "vgt"}
+    assert {p.name for p in FOLDERS} >= {"albef", "hga", "hme", "stage", "vgt"}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=[p.name for p in FOLDERS])
