@@ -185,3 +185,13 @@ def test_pretraining_checkpoint_becomes_vqa_model():
                        sd[head + "transform.dense.weight"] + 1)
     assert torch.equal(got["text_encoder.encoder.layer.0.attention.self.key.weight"],
                        sd["text_encoder.encoder.layer.0.attention.self.key.weight"])
+
+
+def test_the_teacher_is_reachable_from_sparc_teachers_without_loading_it_eagerly():
+    import subprocess
+    import sys
+
+    code = ("import sys, sparc.teachers as t; eager = 'timm' in sys.modules or 'transformers' in sys.modules; "
+            "print(eager, t.ALBEFTeacher.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "sparc.teachers.albef"]
