@@ -17,6 +17,90 @@ def _demo(args) -> int:
     return 0
 
 
+def _fail(command: str, err: Exception) -> int:
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f"sparc {command}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _open_priors(args):
+    """(store, answers, by) for the prior tools; ``by`` defaults to "type" when every answer has one."""
+    from sparc.prior_tools import load_answers
+    from sparc.priors import PriorStore
+
+    store = PriorStore.open(args.store)
+    answers = load_answers(args.answers)
+    by = args.by
+    if by is None and answers and all("type" in r.fields for r in answers.values()):
+        by = "type"
+    return store, answers, by
+
+
+def _priors_stats(args) -> int:
+    import json
+
+    from sparc.prior_tools import format_table, prior_stats
+
+    try:
+        store, answers, by = _open_priors(args)
+        stats = prior_stats(store, answers, args.thresholds, by=by)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        return _fail("priors-stats", e)
+    print(format_table(stats))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(stats, f, indent=1)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _viz_priors(args) -> int:
+    try:
+        store, answers, by = _open_priors(args)
+        from sparc.prior_tools import check_answers
+
+        check_answers(store, answers, by)
+        if args.qids:
+            unknown = [q for q in args.qids if q not in answers]
+            if unknown:
+                raise ValueError(f"qid {unknown[0]!r}: given with --qids but not in answers file {args.answers!r} "
+                                 f"(field: qid)")
+            records = [answers[q] for q in dict.fromkeys(args.qids)]
+        else:
+            records = list(answers.values())
+        if args.limit is not None:
+            records = records[: args.limit]
+        try:
+            from sparc.viz import prior_figures
+
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("viz-priors needs matplotlib: pip install 'sparc-videoqa[viz]'") from None
+        names = prior_figures(args.out, store, records, threshold=args.threshold, by=by)
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        return _fail("viz-priors", e)
+    import os
+
+    print(f"wrote {len(names)} figures and {os.path.join(args.out, 'index.html')}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text}")
+    return value
+
+
+def _add_prior_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", metavar="STORE", help="prior store directory (e.g. sparc-demo/priors/test)")
+    p.add_argument("--answers", required=True, metavar="FILE",
+                   help="JSON or CSV mapping qid -> answer index (and optional fields such as type)")
+    p.add_argument("--by", default=None, metavar="FIELD",
+                   help="answers-file field to group by (default: 'type' when every question has one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparc", description="Training-time guidance for video question answering.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -26,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--backbone", default="hga", choices=BACKBONE_NAMES,
                       help="the video-QA model to train (default: hga)")
     demo.set_defaults(func=_demo)
+
+    stats = sub.add_parser("priors-stats", help="how many frames each threshold keeps in a prior store")
+    _add_prior_args(stats)
+    stats.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7], metavar="T",
+                       help="selection thresholds (default: 0.3 0.5 0.7)")
+    stats.add_argument("--json", default=None, metavar="OUT", help="also write the statistics as JSON here")
+    stats.set_defaults(func=_priors_stats)
+
+    viz = sub.add_parser("viz-priors", help="one PNG per question of P[frame, answer] and an index.html")
+    _add_prior_args(viz)
+    viz.add_argument("--out", required=True, metavar="DIR", help="where the PNGs and index.html go")
+    viz.add_argument("--qids", nargs="+", default=None, help="questions to draw (default: all in the answers file)")
+    viz.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="draw at most N questions")
+    viz.add_argument("--threshold", type=float, default=0.5, help="selection threshold (default: 0.5)")
+    viz.set_defaults(func=_viz_priors)
     return parser
 
 

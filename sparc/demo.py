@@ -251,6 +251,9 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
         if os.path.exists(prior_dir):
             shutil.rmtree(prior_dir)  # the demo's own output: always rebuilt from this run's teacher
         stores = {s: extract_split_priors(bench, teacher, s, os.path.join(prior_dir, s)) for s in ("train", "test")}
+        for split in ("train", "test"):  # for `sparc priors-stats` / `sparc viz-priors` on the demo's stores
+            with open(os.path.join(prior_dir, f"{split}-answers.json"), "w") as f:
+                json.dump({q: int(a) for q, a in zip(bench.splits[split].qids, bench.splits[split].answer)}, f)
         quality = {s: selection_quality(stores[s], bench.splits[s], settings.threshold) for s in stores}
         q = quality["train"]
         log(f"causal frames from the teacher (train, threshold {settings.threshold}): kept {q['kept_fraction']:.1%} "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List, Optional
 
 
 def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], threshold: float,
@@ -59,3 +59,60 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
     ax.legend(fontsize=8)
     fig.savefig(png_path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def prior_figures(out_dir: str, store, records, threshold: float = 0.5, by: Optional[str] = None) -> List[str]:
+    """One PNG per question in ``records`` (:class:`sparc.prior_tools.AnswerRecord`s, all in ``store``):
+    bars of the teacher's ``P[t, correct answer]`` over the valid frames, the threshold line, kept frames
+    (``P > threshold``) filled — SpARC's Fig. 3 without the images — plus an ``index.html`` showing them
+    all with their qids. Returns the PNG file names (relative to ``out_dir``), in ``records`` order."""
+    import html
+    import os
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from sparc.prior_tools import answer_probs
+
+    os.makedirs(out_dir, exist_ok=True)
+    records = list(records)
+    p_all, lengths = answer_probs(store, records)
+    names: List[str] = []
+    for n, r in enumerate(records):
+        # qids may hold any characters: number the files and keep a tame slice of the qid.
+        name = f"{n:04d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', r.qid)[:60]}.png"
+        p = p_all[n, : lengths[n]]
+        frames = np.arange(len(p))
+        kept = p > threshold
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(p) + 1.5), 2.4))
+        ax.bar(frames, p, color=np.where(kept, "tab:blue", "white"), edgecolor="tab:blue")
+        ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+        ax.set_ylim(0, 1.05)
+        ax.set_xticks(frames)
+        ax.tick_params(axis="x", labelsize=7)
+        extra = f", {by} {r.fields.get(by, '')}" if by else ""
+        ax.set_title(f"{r.qid}: answer {r.answer}{extra}; {int(kept.sum())}/{len(p)} frames kept", fontsize=9)
+        ax.set_xlabel("frame", fontsize=8)
+        ax.set_ylabel("P(answer)", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right", frameon=False)
+        fig.savefig(os.path.join(out_dir, name), dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        names.append(name)
+    items = []
+    for r, name in zip(records, names):
+        extra = f" &middot; {html.escape(by)}: {html.escape(r.fields.get(by, ''))}" if by else ""
+        items.append(f'<figure><img src="{html.escape(name)}" alt="{html.escape(r.qid)}">'
+                     f"<figcaption><code>{html.escape(r.qid)}</code> &middot; answer {r.answer}{extra}</figcaption></figure>")
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>teacher priors</title>"
+            "<style>body{font-family:sans-serif}figure{display:inline-block;margin:8px}"
+            "img{max-width:520px}</style></head><body>\n"
+            f"<h1>Teacher priors: {html.escape(str(store.path))}</h1>\n"
+            f"<p>{len(records)} questions; bars: P[frame, correct answer]; filled: kept (P &gt; {threshold:g}).</p>\n"
+            + "\n".join(items) + "\n</body></html>\n")
+    with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as f:
+        f.write(page)
+    return names

@@ -115,6 +115,13 @@ def test_tiny_demo_end_to_end(tmp_path, backbone):
         assert 0 <= row["mean"] <= 100 and len(row["per_seed"]) == 1
     assert set(saved["teacher_selection"]) == {"train", "test"}
     assert os.path.exists(tmp_path / "priors" / "train") and os.path.exists(tmp_path / "priors" / "test")
+    if backbone == "hga":  # the prior tools run on the demo's stores
+        from sparc.cli import main
+
+        priors = tmp_path / "priors"
+        assert main(["priors-stats", str(priors / "test"), "--answers", str(priors / "test-answers.json"),
+                     "--json", str(tmp_path / "stats.json")]) == 0
+        assert (tmp_path / "stats.json").stat().st_size > 0
     pytest.importorskip("matplotlib")
     assert (tmp_path / "sparc-demo.png").stat().st_size > 0
     table = format_table(results["accuracy"])
