@@ -1,14 +1,15 @@
 """Image-QA teachers: anything with ``encode_images`` and ``score`` (see :class:`ImageQATeacher`).
 
-``ALBEF``, ``ALBEFTeacher`` and ``load_albef_checkpoint`` (``sparc.teachers.albef``) are imported on
-first use: they need timm and transformers, which ``import sparc`` does not load.
+``ALBEF``, ``ALBEFTeacher``, ``load_albef_checkpoint`` (``sparc.teachers.albef``) and ``BlipTeacher``
+(``sparc.teachers.hf_vqa``) are imported on first use: they need timm / transformers, which
+``import sparc`` does not load.
 """
 
 from sparc.teachers.base import ImageQATeacher
 from sparc.teachers.frame_qa import FrameQATeacher
 
 _LAZY = {"ALBEF": "sparc.teachers.albef", "ALBEFTeacher": "sparc.teachers.albef",
-         "load_albef_checkpoint": "sparc.teachers.albef"}
+         "load_albef_checkpoint": "sparc.teachers.albef", "BlipTeacher": "sparc.teachers.hf_vqa"}
 
 __all__ = ["ImageQATeacher", "FrameQATeacher", *_LAZY]
 
