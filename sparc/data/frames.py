@@ -1,0 +1,271 @@
+"""Frame sources for the teacher-prior extraction: which frames SpARC samples, and where they come from.
+
+The teachers (``sparc.teachers.albef.ALBEFTeacher.preprocess``, ``sparc.teachers.hf_vqa``) take raw
+uint8 frames ``[F, H, W, 3]`` and resize/normalise them themselves, so every reader here returns
+exactly that: uint8, channels last, RGB, at the frames' native resolution.
+
+* :func:`uniform_indices` - the frame indices SpARC samples (N evenly spaced, or the first frame of
+  each clip for clip-based backbones such as VGT, SpARC A.3).
+* :func:`read_frame_folder` - a folder of extracted frame images (jpg/png), decoded with
+  ``torchvision.io``.
+* :func:`read_video` - a video file decoded with PyAV (optional extra ``video``).
+* :class:`FrameSource` - picks folder or file per video id under one root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
+AV_INSTALL_HINT = "pip install 'sparc-videoqa[video]'"
+
+
+# ---- which frames ---------------------------------------------------------------------------------
+
+
+def uniform_indices(num_available: int, num_frames: int, clips: Optional[int] = None,
+                    frames_per_clip: Optional[int] = None) -> List[int]:
+    """The frame indices SpARC samples from a video of ``num_available`` frames.
+
+    Convention (segment centres, as the NExT-QA / VGT samplers): the video is cut into
+    ``num_frames`` equal segments and the frame at the centre of each is taken,
+    ``index_i = floor((i + 0.5) * num_available / num_frames)`` for ``i = 0 .. num_frames - 1``.
+    E.g. 10 available, 4 wanted -> ``[1, 3, 6, 8]``.
+
+    Fewer frames available than wanted: the same formula repeats frames, each available frame
+    appearing about equally often and in order (2 available, 4 wanted -> ``[0, 0, 1, 1]``), so the
+    result always has the length the backbone expects.
+
+    Clips (``clips`` and/or ``frames_per_clip`` given): ``num_frames`` is the backbone's total frame
+    count (VGT: 32 = 8 clips x 4 frames). The backbone's own ``num_frames`` segment-centre samples
+    are grouped into ``clips`` consecutive clips of ``frames_per_clip`` frames, and the first sampled
+    frame of each clip is returned (``clips`` indices) - the frame the teacher scores for that clip
+    (SpARC A.3). Either of ``clips`` / ``frames_per_clip`` may be left out and is then derived from
+    ``num_frames``; ``clips * frames_per_clip`` must equal ``num_frames``.
+    """
+    num_available, num_frames = int(num_available), int(num_frames)
+    if num_available < 1:
+        raise ValueError(f"num_available must be >= 1 (the video has no frames), got {num_available}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    centres = [((2 * i + 1) * num_available) // (2 * num_frames) for i in range(num_frames)]
+    if clips is None and frames_per_clip is None:
+        return centres
+    if clips is None:
+        frames_per_clip = int(frames_per_clip)
+        if frames_per_clip < 1 or num_frames % frames_per_clip:
+            raise ValueError(f"num_frames={num_frames} is not a whole number of clips of frames_per_clip={frames_per_clip}")
+        clips = num_frames // frames_per_clip
+    elif frames_per_clip is None:
+        clips = int(clips)
+        if clips < 1 or num_frames % clips:
+            raise ValueError(f"num_frames={num_frames} does not split into clips={clips} equal clips")
+        frames_per_clip = num_frames // clips
+    clips, frames_per_clip = int(clips), int(frames_per_clip)
+    if clips < 1 or frames_per_clip < 1 or clips * frames_per_clip != num_frames:
+        raise ValueError(f"clips ({clips}) x frames_per_clip ({frames_per_clip}) must equal num_frames ({num_frames})")
+    return centres[::frames_per_clip]
+
+
+# ---- frame folders --------------------------------------------------------------------------------
+
+
+def natural_key(name: str):
+    """Sort key that orders embedded numbers by value: ``frame_9`` before ``frame_10``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+            for part in re.split(r"(\d+)", name) if part != ""]
+
+
+def list_frame_files(folder: PathLike, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
+    """The image files directly in ``folder`` (case-insensitive extension match), naturally sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"frame folder {str(folder)!r} does not exist or is not a directory")
+    exts = tuple(e.lower() for e in extensions)
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _decode_image(path: Path) -> torch.Tensor:
+    """One image file -> uint8 ``[H, W, 3]`` RGB (grey/alpha images converted)."""
+    from torchvision import io
+
+    try:
+        with warnings.catch_warnings():  # torchvision >= 0.29 deprecates io's image codecs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            data = io.read_file(str(path))
+            img = io.decode_image(data, mode=io.ImageReadMode.RGB)
+    except Exception as e:  # torchvision raises RuntimeError/ValueError for corrupt or unknown data
+        raise ValueError(f"could not decode frame image {str(path)!r}: {e}") from e
+    if img.dtype != torch.uint8:  # 16-bit png
+        img = (img.to(torch.float32) / 257.0).round().clamp(0, 255).to(torch.uint8)
+    return img.permute(1, 2, 0).contiguous()
+
+
+def read_frame_folder(folder: PathLike, num_frames: int, clips: Optional[int] = None,
+                      frames_per_clip: Optional[int] = None,
+                      extensions: Sequence[str] = IMAGE_EXTENSIONS) -> torch.Tensor:
+    """Sample frames from a folder of frame images -> uint8 ``[N, H, W, 3]``.
+
+    The folder's jpg/png files (``extensions``) are sorted naturally (``frame_10`` after ``frame_9``)
+    and taken as the video's frames in order; :func:`uniform_indices` picks which to decode
+    (only the sampled files are read). All sampled frames must share one size.
+    """
+    folder = Path(folder)
+    files = list_frame_files(folder, extensions)
+    if not files:
+        raise ValueError(f"frame folder {str(folder)!r} holds no frame images (looked for {', '.join(extensions)})")
+    indices = uniform_indices(len(files), num_frames, clips, frames_per_clip)
+    decoded = {}
+    frames = []
+    for i in indices:
+        if i not in decoded:
+            decoded[i] = _decode_image(files[i])
+        frames.append(decoded[i])
+    shapes = {tuple(f.shape) for f in frames}
+    if len(shapes) > 1:
+        raise ValueError(f"frame images in {str(folder)!r} differ in size: {sorted(shapes)}")
+    return torch.stack(frames)
+
+
+# ---- video files ----------------------------------------------------------------------------------
+
+
+def _import_av():
+    try:
+        import av  # noqa: F401
+    except ImportError as e:
+        raise ImportError(f"reading video files needs PyAV: {AV_INSTALL_HINT} (or pip install av)") from e
+    return av
+
+
+def _count_frames(container, stream) -> int:
+    """Frame count from the container metadata, else by demuxing packets (no decoding)."""
+    if stream.frames and stream.frames > 0:
+        return int(stream.frames)
+    count = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    container.seek(0, stream=stream)
+    return count
+
+
+def _decode_selected(container, stream, indices: Sequence[int]) -> tuple:
+    """Decode the stream once, front to back, keeping only frames at ``indices`` (stops after the last).
+
+    Returns ``(frames_by_index, frames_decoded)``; memory holds only the distinct sampled frames.
+    """
+    wanted = set(indices)
+    last = max(wanted)
+    kept = {}
+    position = -1
+    for position, frame in enumerate(container.decode(stream)):
+        if position in wanted:
+            kept[position] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+        if position >= last:
+            break
+    return kept, position + 1
+
+
+def read_video(path: PathLike, num_frames: int, clips: Optional[int] = None,
+               frames_per_clip: Optional[int] = None) -> torch.Tensor:
+    """Sample frames from a video file with PyAV -> uint8 ``[N, H, W, 3]`` RGB.
+
+    The frame count comes from the container (or from counting packets when the container does not
+    say); :func:`uniform_indices` picks the frames; the first video stream is then decoded once from
+    the start, keeping only the sampled frames and stopping after the last one, so memory holds at
+    most ``N`` frames. Sequential decoding (rather than keyframe seeks) keeps the indices exact for
+    every codec. If the stream turns out to hold fewer frames than the container claimed, the
+    indices are recomputed for the true count and the stream is decoded a second time.
+    """
+    av = _import_av()
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file {str(path)!r} does not exist")
+    try:
+        container = av.open(str(path))
+    except Exception as e:
+        raise ValueError(f"could not open video file {str(path)!r}: {e}") from e
+    try:
+        if not container.streams.video:
+            raise ValueError(f"video file {str(path)!r} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            available = _count_frames(container, stream)
+            if available < 1:
+                raise ValueError(f"video file {str(path)!r} has no frames")
+            indices = uniform_indices(available, num_frames, clips, frames_per_clip)
+            kept, decoded = _decode_selected(container, stream, indices)
+            if len(kept) < len(set(indices)):  # fewer frames than the metadata claimed
+                if decoded < 1:
+                    raise ValueError(f"video file {str(path)!r} decoded no frames")
+                indices = uniform_indices(decoded, num_frames, clips, frames_per_clip)
+                container.seek(0, stream=stream)
+                kept, _ = _decode_selected(container, stream, indices)
+                if len(kept) < len(set(indices)):
+                    raise ValueError(f"video file {str(path)!r}: could not decode frames {sorted(set(indices) - set(kept))}")
+        except av.error.FFmpegError as e:  # corrupt data, unsupported codec
+            raise ValueError(f"could not decode video file {str(path)!r}: {e}") from e
+    finally:
+        container.close()
+    return torch.stack([kept[i] for i in indices])
+
+
+# ---- one root, either layout ----------------------------------------------------------------------
+
+
+class FrameSource:
+    """Frames per video id from a root holding frame folders, video files, or a mix.
+
+    ``frames_for(video_id)`` reads ``<root>/<video_id>/`` (a folder of frame images) when that
+    folder exists, else ``<root>/<video_id><ext>`` for the first ``ext`` in ``video_extensions``
+    (``.mp4`` first) that exists, sampling ``num_frames`` (or one frame per clip) with
+    :func:`uniform_indices`. Returns uint8 ``[N, H, W, 3]``, ready for a teacher.
+    """
+
+    def __init__(self, root: PathLike, num_frames: int, clips: Optional[int] = None,
+                 frames_per_clip: Optional[int] = None,
+                 video_extensions: Sequence[str] = VIDEO_EXTENSIONS,
+                 image_extensions: Sequence[str] = IMAGE_EXTENSIONS):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"frame source root {str(self.root)!r} does not exist or is not a directory")
+        # validate the sampling arguments once, up front
+        uniform_indices(max(int(num_frames), 1), num_frames, clips, frames_per_clip)
+        self.num_frames = int(num_frames)
+        self.clips = clips
+        self.frames_per_clip = frames_per_clip
+        self.video_extensions = tuple(video_extensions)
+        self.image_extensions = tuple(image_extensions)
+
+    def locate(self, video_id: str) -> Path:
+        """The folder or file that holds ``video_id``'s frames (FileNotFoundError naming what was tried)."""
+        folder = self.root / str(video_id)
+        if folder.is_dir():
+            return folder
+        tried = [str(folder) + os.sep]
+        for ext in self.video_extensions:
+            candidate = self.root / f"{video_id}{ext}"
+            if candidate.is_file():
+                return candidate
+            tried.append(str(candidate))
+        raise FileNotFoundError(f"no frames for video {video_id!r} under {str(self.root)!r}; tried {', '.join(tried)}")
+
+    def frames_for(self, video_id: str) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]`` sampled frames of ``video_id``."""
+        where = self.locate(video_id)
+        if where.is_dir():
+            return read_frame_folder(where, self.num_frames, self.clips, self.frames_per_clip,
+                                     extensions=self.image_extensions)
+        return read_video(where, self.num_frames, self.clips, self.frames_per_clip)
+
+    def __call__(self, video_id: str) -> torch.Tensor:
+        return self.frames_for(video_id)
