@@ -98,6 +98,20 @@ def test_load_from_path(tmp_path, fx, state_dict):
     assert (got["rank_log_scores"] - fx.outputs["rank_log_scores"]).abs().max() < 1e-5
 
 
+class PickledConfig(dict):
+    """Stands in for the yaml config object ALBEF's training script saves next to the weights."""
+
+
+def test_a_checkpoint_with_pickled_objects_needs_trust(tmp_path, state_dict):
+    path = tmp_path / "vqa.pth"
+    torch.save({"model": state_dict, "config": PickledConfig(image_res=32)}, path)
+    model, _ = _build()
+    with pytest.raises(ValueError, match="trust_checkpoint=True"):
+        load_albef_checkpoint(model, path)
+    load_albef_checkpoint(model, path, trust_checkpoint=True)
+    assert torch.equal(model.state_dict()["visual_encoder.pos_embed"], state_dict["visual_encoder.pos_embed"])
+
+
 def test_pos_embed_resampled_for_another_resolution(state_dict):
     config = json.loads((FOLDER / "config.json").read_text())
     bert = config["runtime_overrides"]["bert_config_json"]

@@ -422,9 +422,14 @@ def albef_pretrain_to_vqa(
 
 
 def load_albef_checkpoint(model: ALBEF, state_dict_or_path: Union[str, Path, Mapping[str, Any]],
-                          strict: bool = True):
+                          strict: bool = True, trust_checkpoint: bool = False):
     """Load ``vqa.pth`` (a path: ``.safetensors`` or a torch file with the weights under
-    ``"model"``) or a state_dict into ``model``; see :func:`prepare_albef_state_dict`."""
+    ``"model"``) or a state_dict into ``model``; see :func:`prepare_albef_state_dict`.
+
+    Torch files are read with ``weights_only=True`` (no code runs while unpickling). A checkpoint that
+    also pickles other objects (ALBEF's training script saves its config and optimizer next to the
+    weights) then fails with a message; pass ``trust_checkpoint=True`` for a file from a source you
+    trust to unpickle it fully."""
     sd = state_dict_or_path
     if isinstance(sd, (str, Path)):
         path = Path(sd)
@@ -432,8 +437,14 @@ def load_albef_checkpoint(model: ALBEF, state_dict_or_path: Union[str, Path, Map
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
+        elif trust_checkpoint:
+            sd = torch.load(str(path), map_location="cpu", weights_only=False)
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            try:
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            except Exception as e:  # pickle.UnpicklingError and friends, depending on the object
+                raise ValueError(f"{path}: the checkpoint pickles objects other than tensors ({type(e).__name__}); "
+                                 "if you trust its source, load it with trust_checkpoint=True") from e
     return model.load_state_dict(sd, strict=strict)
 
 
