@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from sparc.testing import FIXTURE_BUILDERS, original_fixture
+from helpers import close as _close, run_eval as _run  # tests/helpers.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "hga"
 TOL = 1e-5
@@ -17,16 +18,6 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def fx():
     return original_fixture(FIXTURE)
-
-
-def _run(model, *args, **kwargs):
-    model.eval()
-    with torch.no_grad():
-        return model(*args, **kwargs)
-
-
-def _close(a, b, tol=TOL):
-    return (a - b).abs().max().item() <= tol
 
 
 def test_fixture_reproduced(fx):

@@ -20,6 +20,7 @@ from sparc.adapters.hme import (
     hme_subset_mode,
 )
 from sparc.testing import FIXTURE_BUILDERS, original_fixture
+from helpers import close as _close, run_eval as _run  # tests/helpers.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "hme"
 TOL = 1e-5
@@ -28,20 +29,9 @@ TOL = 1e-5
 import cases.case_hme as cases  # pytest puts tests/ on sys.path
 
 
-
 @pytest.fixture(scope="module")
 def fx():
     return original_fixture(FIXTURE)
-
-
-def _run(model, *args, **kwargs):
-    model.eval()
-    with torch.no_grad():
-        return model(*args, **kwargs)
-
-
-def _close(a, b, tol=TOL):
-    return (a - b).abs().max().item() <= tol
 
 
 # --------------------------------------------------------------------------- the fixture

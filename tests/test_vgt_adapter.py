@@ -9,17 +9,13 @@ import torch
 import sparc
 from sparc.adapters.vgt import VGTAdapter
 from sparc.testing import original_fixture
+from helpers import close as _close  # tests/helpers.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "vgt"
 
 
 import cases.case_vgt as case  # pytest puts tests/ on sys.path
 KEEP = torch.tensor([[1, 1, 0, 1, 0, 0], [0, 0, 0, 0, 1, 0], [1, 1, 1, 1, 1, 1], [0, 1, 1, 0, 0, 1]], dtype=torch.bool)
-
-
-
-def _close(a, b, tol=1e-5):
-    return (a - b).abs().max().item() <= tol
 
 
 def sliced_rows(model, adapter, batch, keep):

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from sparc.adapters.vgt import VGT, _batch_norm, fixture_model
 from sparc.testing import original_fixture
+from helpers import close as _close  # tests/helpers.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "vgt"
 TOL = 1e-5
@@ -23,9 +24,7 @@ UNUSED = {  # in every checkpoint, read by no VQA forward (hence find_unused_par
 }
 
 
-
 import cases.case_vgt as case  # pytest puts tests/ on sys.path
-
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +34,6 @@ def fx():
 
 def _config():
     return json.loads((FIXTURE / "config.json").read_text())
-
-
-def _close(a, b, tol=TOL):
-    return (a - b).abs().max().item() <= tol
 
 
 def _mc(model, batch, video_mask=None, seq_len="batch", **kw):

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparc.teachers.likelihood import LikelihoodTeacher, Tokens, ids_and_mask, pad_sequences
+
 __all__ = [
     "ALBEF",
     "ALBEFTeacher",
@@ -496,14 +498,7 @@ def fixture_model(config: Dict[str, Any]):
 
 # --------------------------------------------------------------------------- the teacher
 
-#: ALBEF's image normalisation (CLIP's mean/std, VQA.py's transforms).
-IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-
-_Tokens = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
-
-
-class ALBEFTeacher:
+class ALBEFTeacher(LikelihoodTeacher):
     """:class:`~sparc.teachers.base.ImageQATeacher` over an :class:`ALBEF` VQA model.
 
     ``encode_images(frames)`` runs the vision transformer once; ``score(image_state, question,
@@ -518,32 +513,14 @@ class ALBEFTeacher:
     (or ``(ids, mask)``). A list of Q questions with Q candidate lists gives ``[Q, F, C]``.
     """
 
+    tokenizer_hint = "ALBEFTeacher(model, tokenizer=BertTokenizer...)"
+
     def __init__(self, model: ALBEF, tokenizer: Any = None, length_normalize: bool = False,
                  frame_chunk: int = 64, device: Union[str, torch.device, None] = None):
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.length_normalize = length_normalize
-        self.frame_chunk = frame_chunk
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model.to(self.device)
+        super().__init__(model, tokenizer, length_normalize, frame_chunk, device)
         self.image_res = model.visual_encoder.patch_embed.img_size[0]
 
-    # ---- images -----------------------------------------------------------------------------------
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames ``[F, H, W, 3]`` or ``[F, 3, H, W]`` -> ``[F, 3, R, R]`` (bicubic resize, CLIP
-        mean/std). Float frames are taken as already preprocessed."""
-        if frames.is_floating_point():
-            return frames
-        if frames.shape[-1] == 3 and frames.shape[1] != 3:
-            frames = frames.permute(0, 3, 1, 2)
-        x = frames.float() / 255.0
-        if tuple(x.shape[-2:]) != (self.image_res, self.image_res):
-            x = F.interpolate(x, size=(self.image_res, self.image_res), mode="bicubic", align_corners=False)
-            x = x.clamp(0.0, 1.0)
-        mean = torch.tensor(IMAGE_MEAN, device=x.device)[:, None, None]
-        std = torch.tensor(IMAGE_STD, device=x.device)[:, None, None]
-        return (x - mean) / std
-
+    # ---- images: preprocess (bicubic, CLIP mean/std) from LikelihoodTeacher ----------------------
     @torch.no_grad()
     def encode_images(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames [F, 3, H, W]`` -> image tokens ``[F, 1 + P, D]``, reusable by every question."""
@@ -551,36 +528,22 @@ class ALBEFTeacher:
         return torch.cat([self.model.encode_image(c) for c in x.split(self.frame_chunk)], dim=0)
 
     # ---- text -------------------------------------------------------------------------------------
-    def _need_tokenizer(self):
-        if self.tokenizer is None:
-            raise ValueError("strings need a tokenizer: ALBEFTeacher(model, tokenizer=BertTokenizer...)")
-        return self.tokenizer
-
-    def _question(self, question: Union[str, _Tokens]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _question(self, question: Union[str, Tokens]) -> Tuple[torch.Tensor, torch.Tensor]:
         if isinstance(question, str):
             tok = self._need_tokenizer()
             limit = self.model.text_encoder.config.max_position_embeddings
             ids = [tok.cls_token_id] + tok.encode(question, add_special_tokens=False)[: limit - 1]
             ids = torch.tensor(ids)
             return ids[None], torch.ones_like(ids)[None]
-        if isinstance(question, tuple):
-            ids, mask = question
-        else:
-            ids, mask = question, (question != self.model.pad_token_id).long()
+        ids, mask = ids_and_mask(question, self.model.pad_token_id)
         return ids.reshape(1, -1), mask.reshape(1, -1)
 
     def _candidates(self, candidates) -> Tuple[torch.Tensor, torch.Tensor]:
         if isinstance(candidates, (list, tuple)) and candidates and isinstance(candidates[0], str):
             tok = self._need_tokenizer()
-            seqs = [[tok.cls_token_id] + tok.encode(c, add_special_tokens=False) + [tok.sep_token_id]
-                    for c in candidates]
-            ids = torch.full((len(seqs), max(map(len, seqs))), self.model.pad_token_id, dtype=torch.long)
-            for i, s in enumerate(seqs):
-                ids[i, : len(s)] = torch.tensor(s)
-            return ids, (ids != self.model.pad_token_id).long()
-        if isinstance(candidates, tuple) and len(candidates) == 2 and torch.is_tensor(candidates[0]):
-            return candidates
-        return candidates, (candidates != self.model.pad_token_id).long()
+            return pad_sequences([[tok.cls_token_id] + tok.encode(c, add_special_tokens=False) + [tok.sep_token_id]
+                                  for c in candidates], self.model.pad_token_id)
+        return ids_and_mask(candidates, self.model.pad_token_id)
 
     # ---- scores -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -598,9 +561,3 @@ class ALBEFTeacher:
         if self.length_normalize:
             ll = ll / (a_ids[:, 1:] != self.model.pad_token_id).sum(dim=1).clamp(min=1)
         return ll
-
-    def score(self, image_state: torch.Tensor, questions, candidates) -> torch.Tensor:
-        """``probs [F, C]`` for one question (``[Q, F, C]`` for a list of questions)."""
-        if isinstance(questions, list):
-            return torch.stack([self.score(image_state, q, c) for q, c in zip(questions, candidates)])
-        return self.log_scores(image_state, questions, candidates).softmax(dim=-1)

@@ -36,15 +36,10 @@ from pathlib import Path
 from typing import Any, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["BlipTeacher", "IMAGE_MEAN", "IMAGE_STD"]
+from sparc.teachers.likelihood import LikelihoodTeacher, Tokens, ids_and_mask, pad_sequences
 
-#: BLIP's image normalisation (OpenAI CLIP mean/std, as ``BlipImageProcessor``).
-IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
-IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-
-_Tokens = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+__all__ = ["BlipTeacher"]
 
 
 def _load_tokenizer(path: Union[str, Path]):
@@ -57,7 +52,7 @@ def _load_tokenizer(path: Union[str, Path]):
         return None
 
 
-class BlipTeacher:
+class BlipTeacher(LikelihoodTeacher):
     """:class:`~sparc.teachers.base.ImageQATeacher` over a ``BlipForQuestionAnswering``.
 
     ``model``: a ``BlipForQuestionAnswering`` instance or a local directory (loaded with
@@ -85,12 +80,7 @@ class BlipTeacher:
             model = BlipForQuestionAnswering.from_pretrained(str(path), local_files_only=True)
             if tokenizer is None:
                 tokenizer = _load_tokenizer(path)
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.length_normalize = length_normalize
-        self.frame_chunk = frame_chunk
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        self.model.to(self.device)
+        super().__init__(model, tokenizer, length_normalize, frame_chunk, device)
         text_cfg = model.config.text_config
         self.pad_token_id = int(text_cfg.pad_token_id)
         self.bos_token_id = int(text_cfg.bos_token_id)
@@ -103,22 +93,7 @@ class BlipTeacher:
         """A teacher from a local ``save_pretrained`` directory (``local_files_only=True``)."""
         return cls(Path(path), **kwargs)
 
-    # ---- images -----------------------------------------------------------------------------------
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames ``[F, H, W, 3]`` or ``[F, 3, H, W]`` -> ``[F, 3, R, R]`` (bicubic resize to the
-        vision config's ``image_size``, CLIP mean/std). Float frames are taken as preprocessed."""
-        if frames.is_floating_point():
-            return frames
-        if frames.shape[-1] == 3 and frames.shape[1] != 3:
-            frames = frames.permute(0, 3, 1, 2)
-        x = frames.float() / 255.0
-        if tuple(x.shape[-2:]) != (self.image_res, self.image_res):
-            x = F.interpolate(x, size=(self.image_res, self.image_res), mode="bicubic", align_corners=False)
-            x = x.clamp(0.0, 1.0)
-        mean = torch.tensor(IMAGE_MEAN, device=x.device)[:, None, None]
-        std = torch.tensor(IMAGE_STD, device=x.device)[:, None, None]
-        return (x - mean) / std
-
+    # ---- images: preprocess (bicubic, CLIP mean/std as BlipImageProcessor) from LikelihoodTeacher --
     @torch.no_grad()
     def encode_images(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames`` -> image tokens ``[F, 1 + P, D]``, reusable by every question."""
@@ -128,38 +103,25 @@ class BlipTeacher:
                           for c in x.split(self.frame_chunk)], dim=0)
 
     # ---- text -------------------------------------------------------------------------------------
-    def _need_tokenizer(self):
-        if self.tokenizer is None:
-            raise ValueError("strings need a tokenizer: BlipTeacher(model, tokenizer=...) or a local "
-                             "directory saved with its tokenizer")
-        return self.tokenizer
+    tokenizer_hint = "BlipTeacher(model, tokenizer=...) or a local directory saved with its tokenizer"
 
-    def _question(self, question: Union[str, _Tokens]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _question(self, question: Union[str, Tokens]) -> Tuple[torch.Tensor, torch.Tensor]:
         if isinstance(question, str):
             tok = self._need_tokenizer()
             ids = tok(question, add_special_tokens=True, truncation=True,
                       max_length=self.max_text_len)["input_ids"]
             ids = torch.tensor(ids, dtype=torch.long)
             return ids[None], torch.ones_like(ids)[None]
-        if isinstance(question, tuple):
-            ids, mask = question
-        else:
-            ids, mask = question, (question != self.pad_token_id).long()
+        ids, mask = ids_and_mask(question, self.pad_token_id)
         return ids.reshape(1, -1), mask.reshape(1, -1)
 
     def _candidates(self, candidates) -> Tuple[torch.Tensor, torch.Tensor]:
         if isinstance(candidates, (list, tuple)) and candidates and isinstance(candidates[0], str):
             tok = self._need_tokenizer()
-            seqs = [[self.bos_token_id] + tok.encode(c, add_special_tokens=False) + [self.sep_token_id]
-                    for c in candidates]
-            ids = torch.full((len(seqs), max(map(len, seqs))), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, s in enumerate(seqs):
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = 1
-            return ids, mask
-        if isinstance(candidates, tuple) and len(candidates) == 2 and torch.is_tensor(candidates[0]):
-            return candidates
+            return pad_sequences([[self.bos_token_id] + tok.encode(c, add_special_tokens=False) + [self.sep_token_id]
+                                  for c in candidates], self.pad_token_id)
+        if isinstance(candidates, tuple):
+            return ids_and_mask(candidates, self.pad_token_id)
         mask = (candidates != self.pad_token_id).long()
         mask[:, 0] = 1  # the start token is never padding
         return candidates, mask
@@ -205,9 +167,3 @@ class BlipTeacher:
         if self.length_normalize:
             ll = ll / a_mask[:, 1:].sum(dim=1).clamp(min=1).to(ll.dtype)
         return ll
-
-    def score(self, image_state: torch.Tensor, questions, candidates) -> torch.Tensor:
-        """``probs [F, C]`` for one question (``[Q, F, C]`` for a list of questions)."""
-        if isinstance(questions, list):
-            return torch.stack([self.score(image_state, q, c) for q, c in zip(questions, candidates)])
-        return self.log_scores(image_state, questions, candidates).softmax(dim=-1)
