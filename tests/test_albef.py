@@ -134,7 +134,7 @@ def test_teacher_scores(fx):
     inp = fx.inputs
     frames = inp["image"]
     state = teacher.encode_images(frames)
-    assert torch.allclose(state, fx.outputs["image_embeds"], atol=1e-5)
+    assert torch.allclose(state.image_embeds, fx.outputs["image_embeds"], atol=1e-5)
     q_ids, q_mask = inp["question_input_ids"][1], inp["question_attention_mask"][1]
     cands = inp["answer_input_ids"]
     probs = teacher.score(state, q_ids[q_mask.bool()], cands)
@@ -164,7 +164,7 @@ def test_teacher_with_tokenizer_strings(tmp_path, fx):
     teacher = ALBEFTeacher(fx.model, tokenizer=tok)
     uint8 = torch.randint(0, 256, (3, 40, 48, 3), dtype=torch.uint8)  # resized to 32x32
     state = teacher.encode_images(uint8)
-    assert state.shape == (3, 5, 32)
+    assert state.image_embeds.shape == (3, 5, 32) and len(state) == 3
     probs = teacher.score(state, "what is the man holding", ["a cup", "phone", "red blue cup"])
     assert probs.shape == (3, 3) and torch.allclose(probs.sum(-1), torch.ones(3))
     ids = torch.tensor([101] + tok.encode("what is the man holding", add_special_tokens=False))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -44,6 +45,7 @@ from sparc.teachers.likelihood import LikelihoodTeacher, Tokens, ids_and_mask, p
 
 __all__ = [
     "ALBEF",
+    "ALBEFImageState",
     "ALBEFTeacher",
     "BERT_BASE_CONFIG",
     "albef_pretrain_to_vqa",
@@ -498,34 +500,70 @@ def fixture_model(config: Dict[str, Any]):
 
 # --------------------------------------------------------------------------- the teacher
 
+@dataclass
+class ALBEFImageState:
+    """What :meth:`ALBEFTeacher.encode_images` keeps per frame for every question: the image tokens
+    ``[F, 1 + P, D]`` and the keys/values of the fusion layers' cross-attention over them."""
+
+    image_embeds: torch.Tensor
+    kv: list
+
+    def __len__(self) -> int:
+        return self.image_embeds.shape[0]
+
+
+SCORINGS = ("sum", "mean", "albef_rank")
+
+
 class ALBEFTeacher(LikelihoodTeacher):
     """:class:`~sparc.teachers.base.ImageQATeacher` over an :class:`ALBEF` VQA model.
 
-    ``encode_images(frames)`` runs the vision transformer once; ``score(image_state, question,
-    candidates)`` encodes the question against every frame's image tokens and returns, per frame,
-    the softmax over the candidates of their summed token log-likelihood under the decoder
-    (:meth:`ALBEF.cand_loglik`; with ``length_normalize`` divided by the number of scored tokens,
-    answer tokens plus ``[SEP]``). This is the plain likelihood, not ``rank_answer``'s score.
+    ``encode_images(frames)`` runs the vision transformer once per frame and caches the fusion layers'
+    cross-attention keys/values (:class:`ALBEFImageState`); ``score(image_state, question(s),
+    candidates)`` scores every question against every frame and every candidate in batched passes
+    (:mod:`sparc.teachers.albef_batched`) and returns, per frame, the softmax over the candidates of:
+
+    * ``scoring="sum"`` (default): the summed token log-likelihood under the decoder (answer tokens
+      plus ``[SEP]``; :meth:`ALBEF.cand_loglik`'s number);
+    * ``"mean"``: the same divided by the number of scored tokens (``length_normalize=True``);
+    * ``"albef_rank"``: ALBEF's ``rank_answer`` arithmetic - the first answer token counted twice,
+      and only the ``rank_k`` candidates with the highest first-token probability kept (the others
+      get probability 0; ``rank_k=None`` keeps all).
 
     Questions and candidates are strings (needs ``tokenizer``, a BERT tokenizer: questions become
     ``[CLS] q`` without ``[SEP]`` as in ALBEF, candidates ``[CLS] a [SEP]``) or token ids already in
     that form: ``question`` ``[Lq]`` (or ``(ids, mask)``), ``candidates`` ``[C, La]`` zero-padded
-    (or ``(ids, mask)``). A list of Q questions with Q candidate lists gives ``[Q, F, C]``.
+    (or ``(ids, mask)``). A list of Q questions with Q candidate lists gives ``[Q, F, C]``; pass one
+    shared candidate list (open-ended answer sets) as ``shared_candidates=``.
+
+    ``max_rows`` bounds the decoder's batch (questions x frames x candidates x answer tokens) and
+    ``frame_chunk`` the frames per vision pass; both change memory, not results.
     """
 
     tokenizer_hint = "ALBEFTeacher(model, tokenizer=BertTokenizer...)"
 
     def __init__(self, model: ALBEF, tokenizer: Any = None, length_normalize: bool = False,
-                 frame_chunk: int = 64, device: Union[str, torch.device, None] = None):
+                 frame_chunk: int = 64, device: Union[str, torch.device, None] = None, scoring: Optional[str] = None,
+                 rank_k: Optional[int] = None, max_rows: int = 65536):
         super().__init__(model, tokenizer, length_normalize, frame_chunk, device)
+        scoring = scoring or ("mean" if length_normalize else "sum")
+        if scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
+        self.scoring, self.rank_k, self.max_rows = scoring, rank_k, max_rows
+        self.length_normalize = scoring == "mean"
         self.image_res = model.visual_encoder.patch_embed.img_size[0]
 
     # ---- images: preprocess (bicubic, CLIP mean/std) from LikelihoodTeacher ----------------------
     @torch.no_grad()
-    def encode_images(self, frames: torch.Tensor) -> torch.Tensor:
-        """``frames [F, 3, H, W]`` -> image tokens ``[F, 1 + P, D]``, reusable by every question."""
+    def encode_images(self, frames: torch.Tensor) -> ALBEFImageState:
+        """``frames [F, 3, H, W]`` (or uint8 ``[F, H, W, 3]``) -> image tokens and fusion keys/values,
+        reusable by every question about these frames."""
+        from sparc.teachers.albef_batched import fusion_kv
+
         x = self.preprocess(frames).to(self.device)
-        return torch.cat([self.model.encode_image(c) for c in x.split(self.frame_chunk)], dim=0)
+        dtype = next(self.model.visual_encoder.parameters()).dtype
+        embeds = torch.cat([self.model.encode_image(c.to(dtype)) for c in x.split(self.frame_chunk)], dim=0)
+        return ALBEFImageState(embeds, fusion_kv(self.model, embeds))
 
     # ---- text -------------------------------------------------------------------------------------
     def _question(self, question: Union[str, Tokens]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -545,19 +583,63 @@ class ALBEFTeacher(LikelihoodTeacher):
                                   for c in candidates], self.model.pad_token_id)
         return ids_and_mask(candidates, self.model.pad_token_id)
 
+    @staticmethod
+    def _stack(pairs) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``[(ids [1 or C, L], mask)]`` -> ``[N, C, Lmax]`` right-padded with zeros."""
+        L = max(ids.shape[-1] for ids, _ in pairs)
+        ids = torch.stack([F.pad(i, (0, L - i.shape[-1])) for i, _ in pairs])
+        mask = torch.stack([F.pad(m, (0, L - m.shape[-1])) for _, m in pairs])
+        return ids, mask
+
     # ---- scores -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def log_scores(self, image_state: torch.Tensor, question, candidates) -> torch.Tensor:
-        """Per-frame candidate scores ``[F, C]`` (summed or length-normalised log-likelihood)."""
-        q_ids, q_mask = (t.to(self.device) for t in self._question(question))
-        a_ids, a_mask = (t.to(self.device) for t in self._candidates(candidates))
-        out = []
-        for img in image_state.split(self.frame_chunk):
-            n = img.shape[0]
-            qm = q_mask.expand(n, -1)
-            states = self.model.encode_question(img, q_ids.expand(n, -1), qm)
-            out.append(self.model.cand_loglik(states, qm, a_ids, a_mask))
-        ll = torch.cat(out, dim=0)
-        if self.length_normalize:
-            ll = ll / (a_ids[:, 1:] != self.model.pad_token_id).sum(dim=1).clamp(min=1)
+    def log_scores_many(self, image_state: ALBEFImageState, questions: list, candidates=None,
+                        shared_candidates=None) -> torch.Tensor:
+        """Scores before the softmax, ``[Q, F, C]``: every question against every frame and every
+        candidate (``candidates`` one list per question, or ``shared_candidates`` one list for all)."""
+        from sparc.teachers.albef_batched import answer_loglik
+
+        q_ids, q_mask = self._stack([self._question(q) for q in questions])
+        q_ids, q_mask = q_ids[:, 0].to(self.device), q_mask[:, 0].to(self.device)
+        if shared_candidates is not None:
+            a_ids, a_mask = (t[None] for t in self._candidates(shared_candidates))
+        else:
+            if len(candidates) != len(questions):
+                raise ValueError(f"{len(questions)} questions but {len(candidates)} candidate lists")
+            sets = [self._candidates(c) for c in candidates]
+            if len({ids.shape[0] for ids, _ in sets}) > 1:  # different candidate counts: one at a time
+                return torch.stack([self.log_scores_many(image_state, [q], shared_candidates=c)[0]
+                                    for q, c in zip(questions, candidates)])
+            a_ids, a_mask = self._stack(sets)
+        a_ids, a_mask = a_ids.to(self.device), a_mask.to(self.device)
+        Q, Fn = q_ids.shape[0], len(image_state)
+        C, La = a_ids.shape[1:]
+        step = max(1, self.max_rows // max(1, Fn * C * La))   # questions per decoder pass
+        parts, firsts = [], []
+        for s in range(0, Q, step):
+            sl = slice(s, s + step)
+            a_sl = slice(None) if a_ids.shape[0] == 1 else sl
+            ll, first = answer_loglik(self.model, image_state.kv, q_ids[sl], q_mask[sl], a_ids[a_sl], a_mask[a_sl],
+                                      return_first=True)
+            parts.append(ll)
+            firsts.append(first)
+        ll, first = torch.cat(parts), torch.cat(firsts)
+        if self.scoring == "mean":
+            n_tok = (a_ids[:, :, 1:] != self.model.pad_token_id).sum(-1).clamp(min=1)   # [Qc, C]
+            ll = ll / n_tok[:, None, :]
+        elif self.scoring == "albef_rank":
+            ll = ALBEF.rank_log_scores(first.exp(), ll)
+            if self.rank_k is not None and self.rank_k < C:
+                keep = first.topk(self.rank_k, dim=-1).indices
+                ll = torch.full_like(ll, float("-inf")).scatter(-1, keep, ll.gather(-1, keep))
         return ll
+
+    def log_scores(self, image_state: ALBEFImageState, question, candidates) -> torch.Tensor:
+        """Per-frame candidate scores ``[F, C]`` of one question."""
+        return self.log_scores_many(image_state, [question], shared_candidates=candidates)[0]
+
+    def score(self, image_state: ALBEFImageState, questions, candidates=None, shared_candidates=None) -> torch.Tensor:
+        """``probs [F, C]`` for one question, ``[Q, F, C]`` for a list: softmax over the candidates."""
+        if not isinstance(questions, list):
+            return self.log_scores(image_state, questions, candidates).softmax(dim=-1)
+        return self.log_scores_many(image_state, questions, candidates, shared_candidates).softmax(dim=-1)
