@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     viz.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="draw at most N questions")
     viz.add_argument("--threshold", type=float, default=0.5, help="selection threshold (default: 0.5)")
     viz.set_defaults(func=_viz_priors)
+
+    # The teacher jobs register themselves; their modules import torch/transformers only when run.
+    from sparc.misfocus import add_subcommand as add_misfocus
+    from sparc.teachers.finetune import add_subcommand as add_finetune
+
+    add_finetune(sub)
+    add_misfocus(sub)
     return parser
 
 

@@ -1,0 +1,552 @@
+"""``sparc diagnose-misfocus``: does a frame selection follow the question? (SpARC 4.1.1)
+
+SpARC's pilot takes the questions that contain "before" or "after", swaps the two words, and counts how
+often the selected causal frames stay identical: a selection that reads the question must move when its
+temporal emphasis flips; IGV's stayed put for 74.87% of AGQA2.0's questions, the paper's evidence of
+*misfocus*.
+
+Layering: pure functions at the bottom, thin drivers on top.
+
+* :func:`swap_before_after` - the edit (whole words, case preserved, both directions in one pass);
+* :func:`selection_from_scores` - frames selected from any per-frame score ``[N, T]`` (a video model's
+  frame attention, ``P[t, answer]``, ...) by ``top_k`` or ``threshold``;
+* :func:`misfocus_summary` - identical-selection rate and mean Jaccard overlap, overall and per group;
+* :func:`attention_misfocus` - the two above for a model exposing frame attention: per-frame scores under
+  the original and the swapped questions in, summary out;
+* :func:`teacher_misfocus` - the image-QA teacher's selection (:func:`sparc.select_causal_frames` on
+  ``P[t, correct answer]``), each video's frames encoded once, original and swapped questions scored in
+  one call;
+* :func:`store_misfocus` - the same selection read from two :class:`~sparc.priors.PriorStore` s, one
+  extracted from the original questions and one from the swapped ones (keyed by the same qids);
+* :func:`synthetic_misfocus` - the embedded synthetic benchmark with the demo's teacher (see below);
+* :func:`add_subcommand` - registers ``diagnose-misfocus`` on a ``sparc`` sub-parser.
+
+Conventions, where the paper is silent:
+
+* **Selection.** The teacher's causal frames are exactly what training uses:
+  ``P[t, a] > threshold`` (strictly, as :func:`sparc.select_causal_frames`), with its ``empty`` policy
+  for a question where no frame passes (default ``"all"``: the whole video, as training falls back to).
+  The swapped question keeps the original question's correct-answer index: its own answer is unknown,
+  and the diagnostic asks whether the selection *moves*, not whether it is right. ``top_k`` selects
+  the k frames with the highest ``P[t, a]`` instead (IGV-style hard selection).
+* **Identity.** Two selections are identical when they keep exactly the same frames. Two empty
+  selections are identical (the same set: none); an empty and a non-empty one are not. The Jaccard
+  overlap is ``|A ∩ B| / |A ∪ B|``, defined as 1 when both are empty.
+* **Synthetic mode.** The synthetic questions are "what is <subject> doing?" (token ids, no temporal
+  word), and their causal frames are exactly the asked subject's frames. The edit there is *not* the
+  paper's before/after swap but the same principle with the only question word the benchmark has:
+  the asked subject becomes the next one (``subject_i -> subject_{(i+1) mod S}``). A focused selection
+  must move (the swapped question's true causal frames are always different: the reference row);
+  a misfocused one keeps it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "swap_before_after", "selection_from_scores", "misfocus_summary", "attention_misfocus",
+    "teacher_misfocus", "store_misfocus", "synthetic_misfocus", "format_misfocus_table", "add_subcommand",
+    "BEFORE_AFTER_EDIT", "SUBJECT_EDIT", "ALL_GROUP",
+]
+
+ALL_GROUP = "(all)"
+BEFORE_AFTER_EDIT = "'before' <-> 'after' (whole words, SpARC 4.1.1)"
+SUBJECT_EDIT = ("asked subject -> next subject (subject_i -> subject_(i+1 mod S)); the synthetic questions have no "
+                "before/after, so this is the same test with the only question word the benchmark has")
+
+_WORD = re.compile(r"\b(before|after)\b", re.IGNORECASE)
+_SWAP = {"before": "after", "after": "before"}
+
+
+# ==== pure functions ================================================================================
+
+
+def _match_case(template: str, word: str) -> str:
+    if template.isupper():
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def swap_before_after(text: str) -> Optional[str]:
+    """``text`` with every whole word "before" and "after" swapped in one pass ("before ... after"
+    becomes "after ... before"), keeping each word's case (``Before`` -> ``After``, ``AFTER`` ->
+    ``BEFORE``); words that merely contain them ("beforehand", "afterwards") are left alone.
+    ``None`` when neither word occurs."""
+    if not _WORD.search(text):
+        return None
+    return _WORD.sub(lambda m: _match_case(m.group(0), _SWAP[m.group(0).lower()]), text)
+
+
+def _as_tensor(x, dtype=None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.to(dtype) if dtype is not None else t
+
+
+def selection_from_scores(scores, top_k: Optional[int] = None, threshold: Optional[float] = None,
+                          lengths=None) -> torch.Tensor:
+    """Frames selected from per-frame scores ``[N, T]`` (attention weights, ``P[t, answer]``, ...) ->
+    bool ``[N, T]``.
+
+    Exactly one of ``top_k`` (the k valid frames with the highest score, ties to the earlier frame,
+    all valid frames when a video has fewer than k) or ``threshold`` (``score > threshold``, strictly,
+    as :func:`sparc.select_causal_frames`; may select nothing) must be given. ``lengths [N]``: frames
+    at or beyond a video's length are padding and never selected.
+    """
+    if (top_k is None) == (threshold is None):
+        raise ValueError("give exactly one of top_k and threshold")
+    scores = _as_tensor(scores).float()
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [N, T], got shape {tuple(scores.shape)}")
+    N, T = scores.shape
+    if lengths is None:
+        valid = torch.ones(N, T, dtype=torch.bool)
+    else:
+        lengths = _as_tensor(lengths).long().reshape(-1)
+        if lengths.shape[0] != N:
+            raise ValueError(f"lengths must be [N] = [{N}], got shape {tuple(lengths.shape)}")
+        valid = torch.arange(T)[None, :] < lengths[:, None]
+    if threshold is not None:
+        return (scores > float(threshold)) & valid
+    k = int(top_k)
+    if k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    masked = scores.masked_fill(~valid, float("-inf"))
+    order = torch.argsort(-masked, dim=1, stable=True)[:, :min(k, T)]
+    return torch.zeros(N, T, dtype=torch.bool).scatter_(1, order, True) & valid
+
+
+def _row(orig: np.ndarray, swap: np.ndarray) -> Dict[str, Any]:
+    n = int(orig.shape[0])
+    identical = (orig == swap).all(axis=1)
+    jaccard = _jaccard(orig, swap)
+    return {
+        "questions": n,
+        "identical": int(identical.sum()),
+        "identical_rate": float(identical.mean()),
+        "mean_jaccard": float(jaccard.mean()),
+        "mean_kept_original": float(orig.sum(axis=1).mean()),
+        "mean_kept_swapped": float(swap.sum(axis=1).mean()),
+        "empty_original": int((orig.sum(axis=1) == 0).sum()),
+        "empty_swapped": int((swap.sum(axis=1) == 0).sum()),
+    }
+
+
+def _jaccard(orig: np.ndarray, swap: np.ndarray) -> np.ndarray:
+    inter, union = (orig & swap).sum(axis=1), (orig | swap).sum(axis=1)
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+def misfocus_summary(original_sel, swapped_sel, groups: Optional[Sequence[Any]] = None) -> Dict[str, Any]:
+    """How often two selections ``[N, T]`` (bool: the original and the edited questions) are identical.
+
+    Returns ``{"questions", "identical", "identical_rate", "mean_jaccard", "mean_kept_original",
+    "mean_kept_swapped", "empty_original", "empty_swapped", "groups"}``; ``groups`` maps each label of
+    ``groups`` (one per question, sorted by ``str``) to the same numbers for its questions (``{}`` without
+    ``groups``). Identity: same kept frames; two empty selections are identical. Jaccard
+    ``|A ∩ B| / |A ∪ B|``, 1 when both are empty.
+    """
+    orig = _as_tensor(original_sel).bool().numpy()
+    swap = _as_tensor(swapped_sel).bool().numpy()
+    if orig.ndim != 2 or orig.shape != swap.shape:
+        raise ValueError(f"selections must be two [N, T] masks of one shape, got {orig.shape} and {swap.shape}")
+    if orig.shape[0] == 0:
+        raise ValueError("no questions to compare")
+    out = _row(orig, swap)
+    out["groups"] = {}
+    if groups is not None:
+        labels = list(groups)
+        if len(labels) != orig.shape[0]:
+            raise ValueError(f"groups must give one label per question: {len(labels)} labels for {orig.shape[0]} "
+                             "questions")
+        keys = np.array([str(g) for g in labels], dtype=object)
+        for g in sorted(set(keys.tolist())):
+            mask = keys == g
+            out["groups"][g] = _row(orig[mask], swap[mask])
+    return out
+
+
+def attention_misfocus(original_scores, swapped_scores, top_k: Optional[int] = None,
+                       threshold: Optional[float] = None, lengths=None,
+                       groups: Optional[Sequence[Any]] = None) -> Dict[str, Any]:
+    """The diagnostic for any model exposing frame attention: per-frame scores ``[N, T]`` under the
+    original and the swapped questions, frames selected by ``top_k`` or ``threshold``
+    (:func:`selection_from_scores`), summarised by :func:`misfocus_summary`."""
+    a = selection_from_scores(original_scores, top_k=top_k, threshold=threshold, lengths=lengths)
+    b = selection_from_scores(swapped_scores, top_k=top_k, threshold=threshold, lengths=lengths)
+    return misfocus_summary(a, b, groups)
+
+
+# ==== drivers =======================================================================================
+
+
+def _select(probs: torch.Tensor, answer: torch.Tensor, threshold: float, empty: str, top_k: Optional[int],
+            lengths=None) -> torch.Tensor:
+    from sparc.frames import select_causal_frames, top_k_frames
+
+    if top_k is not None:
+        return top_k_frames(probs, answer, int(top_k), lengths=lengths)
+    return select_causal_frames(probs, answer, threshold, empty=empty, lengths=lengths)
+
+
+def _group_label(q, by: str) -> Optional[str]:
+    value = getattr(q, by, None) if by in ("type", "video") else None
+    if value is None:
+        value = q.fields.get(by)
+    return None if value is None or str(value) == "" else str(value)
+
+
+def _groups(questions: Sequence, by: Optional[str]) -> Optional[List[str]]:
+    if by is None:
+        return None
+    labels = []
+    for q in questions:
+        label = _group_label(q, by)
+        if label is None:
+            raise ValueError(f"qid {q.qid!r}: has no {by!r} to group by (field: {by})")
+        labels.append(label)
+    return labels
+
+
+def default_group(questions: Sequence) -> Optional[str]:
+    """``"type"`` when every question has a type, else ``None``."""
+    return "type" if questions and all(q.type not in (None, "") for q in questions) else None
+
+
+def _swappable(questions: Sequence):
+    pairs = [(q, swap_before_after(q.question)) for q in questions]
+    kept = [(q, s) for q, s in pairs if s is not None]
+    if not kept:
+        raise ValueError(f"none of the {len(questions)} questions contains 'before' or 'after' (field: question)")
+    return kept
+
+
+def _result(mode: str, edit: str, questions: Sequence, orig: torch.Tensor, swap: torch.Tensor, *, by, skipped: int,
+            settings: Dict[str, Any], texts: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    summary = misfocus_summary(orig, swap, _groups(questions, by))
+    o, s = orig.numpy(), swap.numpy()
+    identical, jac = (o == s).all(axis=1), _jaccard(o, s)
+    per_q = []
+    for i, q in enumerate(questions):
+        rec = {"qid": q.qid, "original": np.flatnonzero(o[i]).tolist(), "swapped": np.flatnonzero(s[i]).tolist(),
+               "identical": bool(identical[i]), "jaccard": float(jac[i])}
+        if texts is not None:
+            rec["question"], rec["swapped_question"] = q.question, texts[i]
+        if by is not None:
+            rec[by] = _group_label(q, by)
+        per_q.append(rec)
+    return {"mode": mode, "edit": edit, **settings, "by": by, "skipped": skipped, **summary, "per_question": per_q}
+
+
+def _check_selection_args(threshold: float, empty: str, top_k: Optional[int]) -> None:
+    from sparc.frames import EMPTY_POLICIES
+
+    if empty not in EMPTY_POLICIES:
+        raise ValueError(f"empty must be one of {EMPTY_POLICIES}, got {empty!r}")
+    if top_k is not None and int(top_k) < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+
+
+@torch.no_grad()
+def teacher_misfocus(teacher, frame_source, questions: Sequence, threshold: float = 0.5, empty: str = "all",
+                     top_k: Optional[int] = None, by: Optional[str] = None, progress: bool = False) -> Dict[str, Any]:
+    """The teacher's causal frames for each question with "before"/"after" and for its swapped text.
+
+    ``teacher``: an :class:`~sparc.teachers.base.ImageQATeacher` taking question strings;
+    ``frame_source``: anything with ``frames_for(video_id)`` (a :class:`~sparc.data.frames.FrameSource`);
+    ``questions``: :class:`~sparc.data.questions.VideoQuestion` s with candidates (the others are skipped
+    and counted in ``skipped``). Per video the frames are encoded once and the original and swapped
+    questions are scored in one call; frames are selected on ``P[t, correct answer]`` (see the module
+    docstring). ``by``: a question field to group by (``"type"``). Returns :func:`misfocus_summary`'s dict
+    plus ``mode``, ``edit``, the settings, ``skipped`` and ``per_question`` records.
+    """
+    from sparc.data.questions import group_by_video
+    from tqdm.auto import tqdm
+
+    _check_selection_args(threshold, empty, top_k)
+    pairs = _swappable(questions)
+    swapped_text = {q.qid: s for q, s in pairs}
+    chosen = [q for q, _ in pairs]
+    _groups(chosen, by)  # fail before any teacher work
+    orig_rows, swap_rows = {}, {}
+    for video, qs in tqdm(group_by_video(chosen).items(), desc="videos", disable=not progress, leave=False):
+        answers = torch.tensor([q.answer_index for q in qs])
+        for q in qs:
+            if q.candidates is None:
+                raise ValueError(f"qid {q.qid!r}: open-ended question without an answer set (field: candidates)")
+        state = teacher.encode_images(frame_source.frames_for(video))
+        texts = [q.question for q in qs] + [swapped_text[q.qid] for q in qs]
+        cands = [list(q.candidates) for q in qs] * 2
+        probs = torch.as_tensor(teacher.score(state, texts, cands)).float().cpu()
+        if probs.dim() != 3 or probs.shape[0] != 2 * len(qs):
+            raise ValueError(f"video {video!r}: teacher.score returned shape {tuple(probs.shape)}, expected "
+                             f"[{2 * len(qs)}, frames, candidates]")
+        a = _select(probs[:len(qs)], answers, threshold, empty, top_k)
+        b = _select(probs[len(qs):], answers, threshold, empty, top_k)
+        for i, q in enumerate(qs):
+            orig_rows[q.qid], swap_rows[q.qid] = a[i], b[i]
+    T = {row.shape[0] for row in orig_rows.values()}
+    if len(T) > 1:
+        raise ValueError(f"videos gave different frame counts {sorted(T)}; give the frame source a fixed num_frames")
+    orig = torch.stack([orig_rows[q.qid] for q in chosen])
+    swap = torch.stack([swap_rows[q.qid] for q in chosen])
+    settings = {"threshold": threshold, "empty": empty, "top_k": top_k, "num_frames": int(orig.shape[1])}
+    return _result("teacher", BEFORE_AFTER_EDIT, chosen, orig, swap, by=by, skipped=len(questions) - len(chosen),
+                   settings=settings, texts=[swapped_text[q.qid] for q in chosen])
+
+
+def store_misfocus(store, swapped_store, questions: Sequence, threshold: float = 0.5, empty: str = "all",
+                   top_k: Optional[int] = None, by: Optional[str] = None) -> Dict[str, Any]:
+    """The teacher's causal frames read from two prior stores: ``store`` extracted from the original
+    questions, ``swapped_store`` from their before/after-swapped texts under the same qids. Compared:
+    the questions of ``questions`` whose text contains "before" or "after" (the others are counted in
+    ``skipped``); each must be in both stores (else ``KeyError`` naming the qid, the store and the field)."""
+    _check_selection_args(threshold, empty, top_k)
+    chosen = [q for q, _ in _swappable(questions)]
+    _groups(chosen, by)
+    for name, st in (("store", store), ("swapped store", swapped_store)):
+        for q in chosen:
+            if q.qid not in st:
+                raise KeyError(f"qid {q.qid!r}: not in {name} {st.path!r} (field: qid)")
+    for field in ("num_frames", "num_candidates"):
+        if getattr(store, field) != getattr(swapped_store, field):
+            raise ValueError(f"the stores disagree on {field}: {getattr(store, field)} in {store.path!r}, "
+                             f"{getattr(swapped_store, field)} in {swapped_store.path!r} (field: {field})")
+    C = store.num_candidates
+    for q in chosen:
+        if q.candidates is not None and len(q.candidates) != C:
+            raise ValueError(f"qid {q.qid!r}: {len(q.candidates)} candidates, the stores hold {C} (field: candidates)")
+        if not 0 <= q.answer_index < C:
+            raise ValueError(f"qid {q.qid!r}: answer index {q.answer_index} is out of range for {C} candidates "
+                             "(field: answer)")
+    qids = [q.qid for q in chosen]
+    answers = torch.tensor([q.answer_index for q in chosen])
+    orig_rows, swap_rows = [], []
+    for start in range(0, len(qids), 4096):
+        part = slice(start, start + 4096)
+        p, len_a = store.lookup(qids[part], return_lengths=True)
+        s, len_b = swapped_store.lookup(qids[part], return_lengths=True)
+        differ = torch.nonzero(len_a != len_b)
+        if differ.numel():
+            i = int(differ[0])
+            raise ValueError(f"qid {qids[part][i]!r}: {int(len_a[i])} frames in {store.path!r} but {int(len_b[i])} in "
+                             f"{swapped_store.path!r} (field: lengths)")
+        orig_rows.append(_select(p, answers[part], threshold, empty, top_k, lengths=len_a))
+        swap_rows.append(_select(s, answers[part], threshold, empty, top_k, lengths=len_b))
+    settings = {"threshold": threshold, "empty": empty, "top_k": top_k, "num_frames": store.num_frames,
+                "store": store.path, "swapped_store": swapped_store.path}
+    return _result("stores", BEFORE_AFTER_EDIT, chosen, torch.cat(orig_rows), torch.cat(swap_rows), by=by,
+                   skipped=len(questions) - len(chosen), settings=settings)
+
+
+def swap_subject_tokens(bench, tokens: torch.Tensor) -> torch.Tensor:
+    """Synthetic question tokens ``[..., L]`` with the asked subject ``subject_i`` replaced by
+    ``subject_{(i+1) mod S}`` (every subject token in them; the other tokens unchanged)."""
+    first, S = bench.token("subject0"), bench.config.num_subjects
+    is_subject = (tokens >= first) & (tokens < first + S)
+    return torch.where(is_subject, first + (tokens - first + 1) % S, tokens)
+
+
+def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[float] = None, empty: str = "all",
+                       top_k: Optional[int] = None, limit: Optional[int] = None, log=None) -> Dict[str, Any]:
+    """The diagnostic on the embedded synthetic benchmark with the demo's teacher.
+
+    The teacher is :class:`~sparc.teachers.frame_qa.FrameQATeacher` trained as
+    :func:`sparc.demo.train_teacher` does (``settings``: a :class:`~sparc.demo.DemoSettings`, default
+    the quick preset). Edit: the asked subject becomes the next one (``SUBJECT_EDIT``: the benchmark's
+    questions have no before/after, so this is the same test on the only question word it has); the
+    swapped questions' teacher inputs are the edited token ids through ``bench.qa_features``, the
+    candidates unchanged, selection on ``P[t, original answer]``. ``split``'s first ``limit`` questions,
+    grouped by the asked subject; ``reference`` holds the same summary for the ground-truth causal frames
+    of the original and the swapped question (the asked subject's frames), which always move.
+    """
+    from sparc.data.synthetic import QUESTION_LENGTH, SyntheticBenchmark, SyntheticConfig
+    from sparc.demo import DemoSettings, train_teacher
+
+    log = log or (lambda *_: None)
+    settings = settings or DemoSettings(seeds=(0,), epochs=3, train_size=2048, test_size=500, quick=True)
+    threshold = settings.threshold if threshold is None else float(threshold)
+    _check_selection_args(threshold, empty, top_k)
+    sizes = {"teacher": settings.teacher_size, split: settings.test_size if split == "test" else settings.train_size}
+    bench = SyntheticBenchmark(SyntheticConfig(sizes=sizes))
+    teacher = train_teacher(bench, settings, log)
+    data = bench.splits[split]
+    n = len(data) if limit is None else min(int(limit), len(data))
+    tokens = torch.from_numpy(data.qa_tokens[:n, 0, :QUESTION_LENGTH])
+    questions = bench.qa_features(tokens)
+    swapped = bench.qa_features(swap_subject_tokens(bench, tokens))
+    candidates = bench.qa_features(torch.from_numpy(data.qa_tokens[:n, :, QUESTION_LENGTH:QUESTION_LENGTH + 1])).squeeze(-2)
+    frames = torch.from_numpy(data.vid_feats[:n])
+    probs = []
+    with torch.no_grad():
+        for i in range(n):  # one video per question: encode its frames once, score both questions together
+            state = teacher.encode_images(frames[i])
+            probs.append(teacher.score(state, torch.cat([questions[i:i + 1], swapped[i:i + 1]]),
+                                       candidates[i:i + 1].expand(2, -1, -1)))
+    probs = torch.stack(probs)                                   # [n, 2, T, C]
+    answer = torch.from_numpy(data.answer[:n])
+    orig = _select(probs[:, 0], answer, threshold, empty, top_k)
+    swap = _select(probs[:, 1], answer, threshold, empty, top_k)
+    first, S = bench.token("subject0"), bench.config.num_subjects
+    asked = (tokens[:, 1] - first).numpy()
+    labels = [f"subject{a}" for a in asked]
+    summary = misfocus_summary(orig, swap, labels)
+    truth = torch.from_numpy(data.frame_subject[:n] == asked[:, None])
+    truth_swapped = torch.from_numpy(data.frame_subject[:n] == ((asked + 1) % S)[:, None])
+    reference = misfocus_summary(truth, truth_swapped)
+    reference.pop("groups")
+    o, s = orig.numpy(), swap.numpy()
+    identical, jac = (o == s).all(axis=1), _jaccard(o, s)
+    per_q = [{"qid": data.qids[i], "subject": labels[i], "swapped_subject": f"subject{(asked[i] + 1) % S}",
+              "original": np.flatnonzero(o[i]).tolist(), "swapped": np.flatnonzero(s[i]).tolist(),
+              "identical": bool(identical[i]), "jaccard": float(jac[i])} for i in range(n)]
+    return {"mode": "synthetic", "edit": SUBJECT_EDIT, "threshold": threshold, "empty": empty, "top_k": top_k,
+            "num_frames": bench.config.num_frames, "split": split, "by": "subject", "skipped": 0, **summary,
+            "reference": reference, "per_question": per_q}
+
+
+# ==== presentation and command line =================================================================
+
+
+def format_misfocus_table(result: Dict[str, Any]) -> str:
+    """A plain-text table of a driver's result: overall and per group."""
+    head = ["group" if not result.get("by") else str(result["by"]), "questions", "identical %", "mean Jaccard"]
+    rows = [(ALL_GROUP, result)] + list(result.get("groups", {}).items())
+    if result.get("reference"):
+        rows.append(("ground truth", result["reference"]))
+    body = [[str(g), str(r["questions"]), f"{100 * r['identical_rate']:.2f}", f"{r['mean_jaccard']:.3f}"]
+            for g, r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    if result.get("top_k") is not None:
+        how = f"top-{result['top_k']} frames by P[t, answer]"
+    else:
+        how = f"P[t, answer] > {result['threshold']:g} (empty: {result['empty']})"
+    title = [f"misfocus ({result['mode']}): {result['questions']} questions x {result['num_frames']} frames; "
+             f"selection {how}", f"edit: {result['edit']}"]
+    if result.get("skipped"):
+        title.append(f"skipped {result['skipped']} questions without 'before' or 'after'")
+    out = title + [line(head), line(["-" * w for w in widths])]
+    for (g, _), cells in zip(rows, body):
+        if g == "ground truth":
+            out.append(line(["-" * w for w in widths]))
+        out.append(line(cells))
+    if result.get("reference"):
+        out.append("(ground truth: the true causal frames of the original and the swapped question)")
+    return "\n".join(out)
+
+
+def _fail(err: Exception) -> int:
+    msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+    print(f"sparc diagnose-misfocus: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _run(args) -> int:
+    try:
+        result = _dispatch(args)
+    except (ValueError, KeyError, OSError) as e:
+        return _fail(e)
+    print(format_misfocus_table(result))
+    if args.json:
+        try:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1)
+                f.write("\n")
+        except OSError as e:
+            return _fail(e)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _dispatch(args) -> Dict[str, Any]:
+    common = {"empty": args.empty, "top_k": args.top_k}
+    if args.synthetic:
+        if args.store or args.swapped_store or args.questions or args.frames:
+            raise ValueError("--synthetic takes none of --questions, --frames, --store, --swapped-store")
+        return synthetic_misfocus(threshold=args.threshold, limit=args.limit, **common)
+    if args.questions is None:
+        raise ValueError("give --questions FILE (with --frames and --tokenizer, or with --store and --swapped-store), "
+                         "or --synthetic")
+    from sparc.data.questions import read_questions
+
+    questions = read_questions(args.questions)
+    if args.limit is not None:
+        questions = questions[:args.limit]
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if args.store or args.swapped_store:
+        if not (args.store and args.swapped_store):
+            raise ValueError("store mode needs both --store and --swapped-store")
+        if args.frames:
+            raise ValueError("give either --frames (teacher mode) or --store/--swapped-store (store mode), not both")
+        from sparc.priors import PriorStore
+
+        by = args.by or default_group(questions)
+        return store_misfocus(PriorStore.open(args.store), PriorStore.open(args.swapped_store), questions,
+                              threshold, by=by, **common)
+    if args.frames is None:
+        raise ValueError("teacher mode needs --frames ROOT (or give --store and --swapped-store)")
+    from sparc.data.frames import FrameSource
+    from sparc.teachers.load import load_teacher
+
+    by = args.by or default_group(questions)
+    source = FrameSource(args.frames, args.num_frames)
+    teacher = load_teacher(args.teacher, args.checkpoint, args.tokenizer, args.teacher_config,
+                           trust_checkpoint=args.trust_checkpoint)
+    return teacher_misfocus(teacher, source, questions, threshold, by=by, progress=args.progress, **common)
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text}")
+    return value
+
+
+def add_subcommand(sub) -> None:
+    """Register ``diagnose-misfocus`` on ``sub`` (the ``sparc`` parser's sub-parsers)."""
+    p = sub.add_parser(
+        "diagnose-misfocus", help="how often the selected causal frames survive swapping 'before'/'after' (SpARC 4.1.1)",
+        description="Swap 'before' and 'after' in the questions that contain them and report how often the "
+                    "selected causal frames stay identical (SpARC 4.1.1). Modes: teacher (--questions --frames "
+                    "--tokenizer), stores (--questions --store --swapped-store), --synthetic (the embedded "
+                    "benchmark; there the edit swaps the asked subject).")
+    p.add_argument("--questions", default=None, metavar="FILE", help="questions file (NExT-QA CSV, JSON, JSONL, ...)")
+    p.add_argument("--frames", default=None, metavar="ROOT", help="teacher mode: frame folders / videos per video id")
+    p.add_argument("--tokenizer", default=None, metavar="PATH", help="teacher mode: bert-base-uncased dir or vocab.txt")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="teacher weights (ALBEF file, BLIP directory)")
+    p.add_argument("--teacher-config", default=None, metavar="JSON", help="ALBEF constructor arguments (JSON file)")
+    p.add_argument("--teacher", default="albef", choices=("albef", "blip"), help="teacher kind (default: albef)")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled (.pth) checkpoint to run code")
+    p.add_argument("--num-frames", type=_positive_int, default=16, help="frames sampled per video (default: 16)")
+    p.add_argument("--store", default=None, metavar="DIR", help="store mode: priors of the original questions")
+    p.add_argument("--swapped-store", default=None, metavar="DIR",
+                   help="store mode: priors of the swapped questions, same qids")
+    p.add_argument("--synthetic", action="store_true",
+                   help="the embedded synthetic benchmark with the demo's teacher (edit: the asked subject)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="keep frames with P[t, answer] > threshold (default: 0.5)")
+    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K",
+                   help="keep the K frames with the highest P[t, answer] instead of thresholding")
+    p.add_argument("--empty", default="all", choices=("all", "top1", "skip"),
+                   help="a question with no frame above the threshold keeps: all frames (default, as training), "
+                        "its best frame, or none")
+    p.add_argument("--by", default=None, metavar="FIELD",
+                   help="question field to group by (default: 'type' when every question has one)")
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use the first N questions only")
+    p.add_argument("--progress", action="store_true", help="show a progress bar (teacher mode)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the result (with per-question records) here")
+    p.set_defaults(func=_run)
