@@ -29,7 +29,7 @@ def _open_priors(args):
     from sparc.priors import PriorStore
 
     store = PriorStore.open(args.store)
-    answers = load_answers(args.answers)
+    answers = load_answers(args.answers, store)
     by = args.by
     if by is None and answers and all("type" in r.fields for r in answers.values()):
         by = "type"
@@ -96,7 +96,8 @@ def _positive_int(text: str) -> int:
 def _add_prior_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", metavar="STORE", help="prior store directory (e.g. sparc-demo/priors/test)")
     p.add_argument("--answers", required=True, metavar="FILE",
-                   help="JSON or CSV mapping qid -> answer index (and optional fields such as type)")
+                   help="JSON or CSV mapping qid -> answer index (and optional fields such as type), or the "
+                        "questions file the store was extracted from")
     p.add_argument("--by", default=None, metavar="FIELD",
                    help="answers-file field to group by (default: 'type' when every question has one)")
 
@@ -128,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The teacher jobs register themselves; their modules import torch/transformers only when run.
     from sparc.misfocus import add_subcommand as add_misfocus
+    from sparc.priors.extract import add_subcommand as add_extract
     from sparc.teachers.finetune import add_subcommand as add_finetune
 
+    add_extract(sub)
     add_finetune(sub)
     add_misfocus(sub)
     return parser

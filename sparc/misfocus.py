@@ -497,13 +497,11 @@ def _dispatch(args) -> Dict[str, Any]:
                               threshold, by=by, **common)
     if args.frames is None:
         raise ValueError("teacher mode needs --frames ROOT (or give --store and --swapped-store)")
-    from sparc.data.frames import FrameSource
-    from sparc.teachers.load import load_teacher
+    from sparc.teachers.load import frame_source_from_args, teacher_from_args
 
     by = args.by or default_group(questions)
-    source = FrameSource(args.frames, args.num_frames)
-    teacher = load_teacher(args.teacher, args.checkpoint, args.tokenizer, args.teacher_config,
-                           trust_checkpoint=args.trust_checkpoint)
+    source = frame_source_from_args(args)
+    teacher = teacher_from_args(args)
     return teacher_misfocus(teacher, source, questions, threshold, by=by, progress=args.progress, **common)
 
 
@@ -524,14 +522,10 @@ def add_subcommand(sub) -> None:
                     "selected causal frames stay identical (SpARC 4.1.1). Modes: teacher (--questions --frames "
                     "--tokenizer), stores (--questions --store --swapped-store), --synthetic (the embedded "
                     "benchmark; there the edit swaps the asked subject).")
-    p.add_argument("--questions", default=None, metavar="FILE", help="questions file (NExT-QA CSV, JSON, JSONL, ...)")
-    p.add_argument("--frames", default=None, metavar="ROOT", help="teacher mode: frame folders / videos per video id")
-    p.add_argument("--tokenizer", default=None, metavar="PATH", help="teacher mode: bert-base-uncased dir or vocab.txt")
-    p.add_argument("--checkpoint", default=None, metavar="PATH", help="teacher weights (ALBEF file, BLIP directory)")
-    p.add_argument("--teacher-config", default=None, metavar="JSON", help="ALBEF constructor arguments (JSON file)")
-    p.add_argument("--teacher", default="albef", choices=("albef", "blip"), help="teacher kind (default: albef)")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow a pickled (.pth) checkpoint to run code")
-    p.add_argument("--num-frames", type=_positive_int, default=16, help="frames sampled per video (default: 16)")
+    from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
+
+    add_frame_arguments(p, required=False)   # teacher and store modes; --synthetic needs none
+    add_teacher_arguments(p)
     p.add_argument("--store", default=None, metavar="DIR", help="store mode: priors of the original questions")
     p.add_argument("--swapped-store", default=None, metavar="DIR",
                    help="store mode: priors of the swapped questions, same qids")

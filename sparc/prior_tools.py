@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["AnswerRecord", "load_answers", "check_answers", "answer_probs", "prior_stats", "format_table",
+__all__ = ["AnswerRecord", "load_answers", "answers_from_questions", "check_answers", "answer_probs", "prior_stats", "format_table",
            "ALL_GROUP", "DEFAULT_THRESHOLDS"]
 
 DEFAULT_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -85,13 +85,47 @@ def _record(qid: Any, answer: Any, extra: Mapping[str, Any], source: str) -> Ans
     return AnswerRecord(q, _parse_answer(q, answer, source), fields)
 
 
-def load_answers(path: "str | os.PathLike[str]") -> Dict[str, AnswerRecord]:
+def answers_from_questions(path: "str | os.PathLike[str]", store=None) -> Dict[str, AnswerRecord]:
+    """``{qid: AnswerRecord}`` from a question annotation file (what ``extract-priors`` read: NExT-QA
+    CSV, TGIF-QA TSV, TVQA+ JSON, JSONL records), so the prior tools run on an extracted store without
+    a separate answers file. Open-ended answers index the store's answer set (``metadata["answers"]``)."""
+    from sparc.data.questions import read_questions, with_answer_set
+
+    questions = read_questions(path)
+    answers = (store.metadata.get("answers") if store is not None else None)
+    if answers:
+        questions = with_answer_set(questions, answers)
+    out = {}
+    for q in questions:
+        fields = {"type": q.type} if q.type else {}
+        fields["question"] = q.question
+        out[q.qid] = AnswerRecord(q.qid, q.answer_index, fields)
+    return out
+
+
+def _is_question_file(path: str) -> bool:
+    """An annotation file of questions (rather than a qid -> answer file)?"""
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".tsv")):
+        return True
+    if lower.endswith(".csv"):
+        with open(path, encoding="utf-8") as f:
+            header = f.readline()
+        return "video" in header or "gif_name" in header
+    return False
+
+
+def load_answers(path: "str | os.PathLike[str]", store=None) -> Dict[str, AnswerRecord]:
     """Read an answers file (JSON or CSV, by extension; anything else is tried as JSON).
 
     Returns ``{qid: AnswerRecord}`` in file order. Raises ``ValueError`` naming the qid and field
-    for a duplicate qid, a missing or non-integer answer, or a malformed file.
+    for a duplicate qid, a missing or non-integer answer, or a malformed file. A question annotation
+    file (JSONL, TSV, a CSV with a ``video`` column) is read by :func:`answers_from_questions`
+    (``store`` gives open-ended questions their answer set).
     """
     path = os.fspath(path)
+    if _is_question_file(path):
+        return answers_from_questions(path, store)
     source = repr(path)
     records: List[AnswerRecord] = []
     if path.lower().endswith(".csv"):

@@ -40,11 +40,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["PriorStore", "PriorStoreWriter"]
+__all__ = ["PriorStore", "PriorStoreWriter", "move_shards"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "store.json"
@@ -698,6 +699,19 @@ class PriorStoreWriter:
         if self._closed:
             raise RuntimeError(f"PriorStoreWriter for {self.path!r} is closed")
 
+    def flush(self) -> None:
+        """Write the buffered rows as a shard now (a job that cuts shards at its own boundaries,
+        e.g. every N videos, gets the same files whether or not it was interrupted in between)."""
+        self._check_open()
+        self._flush()
+
+    def abandon(self) -> None:
+        """Close without writing the buffered rows (they are recomputed on resume); completed
+        shards stay. For jobs whose shard boundaries must not depend on where they were stopped."""
+        self._buf_qids, self._buf_probs, self._buf_lengths = [], [], []
+        self._buffered = 0
+        self._closed = True
+
     def close(self) -> None:
         """Write any buffered rows as a final (possibly short) shard. Idempotent."""
         if self._closed:
@@ -717,3 +731,51 @@ class PriorStoreWriter:
     def __repr__(self) -> str:
         return (f"PriorStoreWriter({self.path!r}, added={self._num_added}, "
                 f"existing={len(self.existing)}, buffered={self._buffered}, closed={self._closed})")
+
+
+def move_shards(source: "str | os.PathLike[str]", dest: "str | os.PathLike[str]") -> int:
+    """Move every complete shard of the store at ``source`` to the end of the store at ``dest``
+    (renumbered after its last shard; the qids file moved last, so ``dest`` only ever shows complete
+    shards), then remove ``source``. Both must agree on frames, candidates, dtype and padding; a qid
+    present in both is an error. Safe to rerun after a kill: shards already moved are in ``dest``,
+    the rest still in ``source``. Returns the number of shards moved."""
+    source, dest = os.fspath(source), os.fspath(dest)
+    src_manifest, dest_manifest = _read_manifest(source), _read_manifest(dest)
+    for key in ("num_frames", "num_candidates", "dtype", "pad_frames"):
+        if src_manifest.get(key, False) != dest_manifest.get(key, False):
+            raise ValueError(f"cannot move shards of {source!r} into {dest!r}: {key} differs "
+                             f"({src_manifest.get(key)!r} vs {dest_manifest.get(key)!r}) (field: {key})")
+    existing = set(PriorStore.open(dest).qids)
+    nums = _complete_shards(dest)
+    next_num = nums[-1] + 1 if nums else 0
+    moved = 0
+    for num in _complete_shards(source):
+        base, new_base = _shard_base(num), _shard_base(next_num)
+        with open(os.path.join(source, base + ".qids.json"), "rb") as f:
+            qids = json.loads(f.read().decode("utf-8"))
+        clash = existing.intersection(qids)
+        if clash:
+            raise ValueError(f"qid {sorted(clash)[0]!r} is in both {source!r} and {dest!r} (field: qid)")
+        # Data files are linked (copied where links fail) first, the qids file moved last: a kill at
+        # any point leaves the shard complete in exactly one of the two stores.
+        for suffix in (".npy", ".lengths.npy"):
+            src = os.path.join(source, base + suffix)
+            if os.path.exists(src):
+                tmp = os.path.join(dest, TMP_PREFIX + new_base + suffix)
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copyfile(src, tmp)
+                os.replace(tmp, os.path.join(dest, new_base + suffix))
+        _fsync_dir(dest)
+        os.replace(os.path.join(source, base + ".qids.json"), os.path.join(dest, new_base + ".qids.json"))
+        _fsync_dir(dest)
+        existing.update(qids)
+        next_num += 1
+        moved += 1
+    for name in os.listdir(source):
+        os.remove(os.path.join(source, name))
+    os.rmdir(source)
+    return moved

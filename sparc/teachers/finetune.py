@@ -363,13 +363,10 @@ def save_albef_weights(model, path: str) -> str:
 def add_subcommand(sub) -> None:
     """Register ``sparc teacher-finetune`` on an argparse subparsers object."""
     p = sub.add_parser("teacher-finetune", help="fine-tune the ALBEF teacher on a video dataset's frames (SpARC A.1)")
-    p.add_argument("--questions", required=True, metavar="FILE", help="annotation file (NExT-QA csv, jsonl, ...)")
-    p.add_argument("--frames", required=True, metavar="ROOT", help="frame folders or video files, one per video id")
-    p.add_argument("--num-frames", type=int, default=16, metavar="N", help="frames sampled per video (default 16; AGQA: 8)")
-    p.add_argument("--clips", type=int, default=None, metavar="K", help="clip backbones: one frame per clip")
-    p.add_argument("--tokenizer", required=True, metavar="PATH", help="bert-base-uncased directory or vocab.txt")
-    p.add_argument("--checkpoint", default=None, metavar="PATH", help="ALBEF vqa.pth / .safetensors (none: random init)")
-    p.add_argument("--teacher-config", default=None, metavar="JSON", help="ALBEF constructor arguments")
+    from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
+
+    add_frame_arguments(p)
+    add_teacher_arguments(p, kinds=("albef",), tokenizer_required=True)
     p.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoints and albef-finetuned.safetensors")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=2e-5)
@@ -383,19 +380,17 @@ def add_subcommand(sub) -> None:
     p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: every epoch)")
-    p.add_argument("--trust-checkpoint", action="store_true", help="unpickle a torch checkpoint fully")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
     try:
-        from sparc.data.frames import FrameSource
         from sparc.data.questions import read_questions
-        from sparc.teachers.load import build_albef, load_bert_tokenizer
+        from sparc.teachers.load import build_albef, frame_source_from_args, load_bert_tokenizer
 
         questions = read_questions(args.questions)
-        frames = FrameSource(args.frames, args.num_frames, clips=args.clips)
+        frames = frame_source_from_args(args)
         tokenizer = load_bert_tokenizer(args.tokenizer)
         model = build_albef(args.teacher_config, args.checkpoint, trust_checkpoint=args.trust_checkpoint)
         result = finetune_teacher(
