@@ -172,3 +172,25 @@ def test_cli_extracts_and_the_prior_tools_read_the_store(ws, tmp_path, capsys):
     assert "TN" in table and "CW" in table
     assert main(args[:-3] + ["--out", str(tmp_path / "x"), "--frames", str(tmp_path)]) == 2
     assert "field: video" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_equal_one(ws, tmp_path):
+    """The real launcher: two CPU processes (gloo) split the videos; the store has the single-process
+    probabilities for every question."""
+    import subprocess
+    import sys
+
+    args = ["extract-priors", "--questions", str(ws["questions"]), "--frames", str(ws["frames"]),
+            "--num-frames", str(NUM_FRAMES), "--tokenizer", str(ws["vocab"]), "--teacher-config", str(ws["config"]),
+            "--checkpoint", str(ws["checkpoint"]), "--num-workers", "0", "--no-progress", "--dtype", "float32",
+            "--videos-per-shard", "1"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537", "-m", "sparc"]
+    subprocess.run(launch + args + ["--out", str(tmp_path / "two")], env=env, check=True, timeout=300,
+                   capture_output=True)
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    one, two = PriorStore.open(tmp_path / "one"), PriorStore.open(tmp_path / "two")
+    qids = list(one.qids)
+    assert sorted(two.qids) == sorted(qids) and len(qids) == 15
+    assert (one.lookup(qids) - two.lookup(qids)).abs().max().item() <= 1e-6
+    assert not any(n.startswith(".part") for n in os.listdir(tmp_path / "two"))

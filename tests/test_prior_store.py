@@ -337,3 +337,43 @@ def test_float16_storage(tmp_path):
 
 def test_writer_is_exported():
     assert PriorStoreWriter.__name__ == "PriorStoreWriter"
+
+
+# ---- flush / abandon / move_shards (what extract-priors builds on) --------
+
+
+def test_flush_cuts_a_shard_and_abandon_drops_the_buffer(tmp_path):
+    probs = make_probs(5)
+    w = PriorStore.create(tmp_path / "s", num_candidates=C, num_frames=T, shard_size=100)
+    w.add_many(qids_for(2), probs[:2])
+    w.flush()
+    w.add_many(qids_for(5)[2:], probs[2:])
+    w.abandon()
+    store = PriorStore.open(tmp_path / "s")
+    assert list(store.qids) == ["q0", "q1"]
+    assert sorted(os.listdir(tmp_path / "s")) == ["shard-00000.npy", "shard-00000.qids.json", "store.json"]
+
+
+def test_move_shards_appends_renumbered_and_survives_a_kill(tmp_path):
+    from sparc.priors.store import move_shards
+
+    probs = make_probs(6)
+    dest = write_all(tmp_path / "dest", qids_for(6)[:2], probs[:2], shard_size=2)
+    part = write_all(tmp_path / "part", qids_for(6)[2:], probs[2:], shard_size=2)
+    assert len(part) == 4
+    # a kill after the first data file was linked, before its qids file moved: still only in `part`
+    os.link(tmp_path / "part" / "shard-00000.npy", tmp_path / "dest" / "shard-00001.npy")
+    assert len(PriorStore.open(tmp_path / "dest")) == 2
+    assert move_shards(tmp_path / "part", tmp_path / "dest") == 2
+    assert not (tmp_path / "part").exists()
+    merged = PriorStore.open(tmp_path / "dest")
+    assert list(merged.qids) == qids_for(6)
+    assert np.array_equal(merged.lookup(qids_for(6)).numpy(), probs)
+    # the same qid in both stores, or another shape, is refused
+    write_all(tmp_path / "again", ["q0"], probs[:1], shard_size=2)
+    with pytest.raises(ValueError, match="qid 'q0'.*field: qid"):
+        move_shards(tmp_path / "again", tmp_path / "dest")
+    with PriorStore.create(tmp_path / "wide", num_candidates=C + 1, num_frames=T) as w:
+        w.add("z", np.full((T, C + 1), 1.0 / (C + 1)))
+    with pytest.raises(ValueError, match="num_candidates"):
+        move_shards(tmp_path / "wide", tmp_path / "dest")

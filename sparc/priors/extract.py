@@ -110,7 +110,12 @@ def _process_info():
         return 0, 1, lambda: None
     from accelerate import PartialState
 
-    state = PartialState()
+    # PartialState (unlike Accelerator) does not read ACCELERATE_USE_CPU; without a GPU it must be told.
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    if state.num_processes != int(os.environ["WORLD_SIZE"]):
+        raise RuntimeError(f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but accelerate set up {state.num_processes} "
+                           "process(es); processes would overwrite each other's output")
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 
