@@ -358,7 +358,7 @@ def test_move_shards_appends_renumbered_and_survives_a_kill(tmp_path):
     from sparc.priors.store import move_shards
 
     probs = make_probs(6)
-    dest = write_all(tmp_path / "dest", qids_for(6)[:2], probs[:2], shard_size=2)
+    write_all(tmp_path / "dest", qids_for(6)[:2], probs[:2], shard_size=2)
     part = write_all(tmp_path / "part", qids_for(6)[2:], probs[2:], shard_size=2)
     assert len(part) == 4
     # a kill after the first data file was linked, before its qids file moved: still only in `part`
