@@ -12,6 +12,7 @@ from sparc.misfocus import (ALL_GROUP, SUBJECT_EDIT, add_subcommand, attention_m
                             misfocus_summary, selection_from_scores, store_misfocus, swap_before_after,
                             swap_subject_tokens, synthetic_misfocus, teacher_misfocus)
 from sparc.priors import PriorStore
+from helpers import probs_with_answer
 
 
 # ---- swap_before_after -----------------------------------------------------------------------------
@@ -190,13 +191,6 @@ def test_teacher_mode_no_swappable_question(workspace):
 # ---- store mode ------------------------------------------------------------------------------------
 
 
-def _probs(p, answer, C=3):
-    out = np.empty((len(p), C))
-    out[:] = ((1 - np.asarray(p)) / (C - 1))[:, None]
-    out[:, answer] = p
-    return out
-
-
 @pytest.fixture
 def stores(tmp_path):
     rows = [  # qid, question, type, answer, P[t, a] original, P[t, a] swapped
@@ -208,8 +202,8 @@ def stores(tmp_path):
     path.write_text("".join(json.dumps({"qid": q, "video": "v", "question": text, "candidates": ["a", "b", "c"],
                                         "answer": a, "type": t}) + "\n" for q, text, t, a, _, _ in rows))
     qids = [r[0] for r in rows]
-    orig = PriorStore.from_arrays(tmp_path / "orig", qids, np.stack([_probs(r[4], r[3]) for r in rows]))
-    swap = PriorStore.from_arrays(tmp_path / "swap", qids[:2], np.stack([_probs(r[5], r[3]) for r in rows[:2]]))
+    orig = PriorStore.from_arrays(tmp_path / "orig", qids, np.stack([probs_with_answer(r[4], r[3]) for r in rows]))
+    swap = PriorStore.from_arrays(tmp_path / "swap", qids[:2], np.stack([probs_with_answer(r[5], r[3]) for r in rows[:2]]))
     return {"questions": path, "orig": orig, "swap": swap, "tmp": tmp_path}
 
 
@@ -231,7 +225,7 @@ def test_store_mode_hand_computed(stores):
 
 
 def test_store_mode_missing_qid(stores, tmp_path):
-    short = PriorStore.from_arrays(tmp_path / "short", ["q0"], _probs([0.9, 0.6, 0.1, 0.1], 0)[None])
+    short = PriorStore.from_arrays(tmp_path / "short", ["q0"], probs_with_answer([0.9, 0.6, 0.1, 0.1], 0)[None])
     with pytest.raises(KeyError, match=r"qid 'q1'.*field: qid"):
         store_misfocus(stores["orig"], short, read_questions(stores["questions"]))
 
@@ -284,7 +278,7 @@ def test_cli_store_mode(stores, capsys):
 
 
 def test_cli_errors(stores, tmp_path, capsys):
-    short = PriorStore.from_arrays(tmp_path / "short", ["q0"], _probs([0.9, 0.6, 0.1, 0.1], 0)[None])
+    short = PriorStore.from_arrays(tmp_path / "short", ["q0"], probs_with_answer([0.9, 0.6, 0.1, 0.1], 0)[None])
     rc = _cli(["--store", stores["orig"].path, "--swapped-store", short.path, "--questions", str(stores["questions"])])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("sparc diagnose-misfocus: error: qid 'q1'") and "field: qid" in err

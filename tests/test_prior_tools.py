@@ -12,6 +12,7 @@ from sparc import select_causal_frames
 from sparc.cli import main
 from sparc.prior_tools import ALL_GROUP, check_answers, format_table, load_answers, prior_stats
 from sparc.priors import PriorStore
+from helpers import probs_with_answer
 
 # P[t, correct answer] for 3 questions x 4 frames; the other two candidates share the rest.
 P_ANSWER = {
@@ -23,17 +24,10 @@ ANSWER = {"q0": 0, "q1": 2, "q2": 1}
 TYPE = {"q0": "what", "q1": "what", "q2": "why"}
 
 
-def _probs(p, answer, C=3):
-    out = np.empty((len(p), C))
-    out[:] = ((1 - np.asarray(p)) / (C - 1))[:, None]
-    out[:, answer] = p
-    return out
-
-
 @pytest.fixture
 def store(tmp_path):
     qids = list(P_ANSWER)
-    probs = np.stack([_probs(P_ANSWER[q], ANSWER[q]) for q in qids])
+    probs = np.stack([probs_with_answer(P_ANSWER[q], ANSWER[q]) for q in qids])
     return PriorStore.from_arrays(tmp_path / "store", qids, probs, shard_size=2)
 
 
