@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sparc.teachers.albef import ALBEF, ALBEFTeacher
-from sparc.teachers.albef_batched import answer_loglik, fusion_kv, prefix_rows
+from sparc.teachers.albef_batched import (answer_loglik, answer_trees, decoder_loglik, encode_questions, fusion_kv,
+                                          prefix_rows)
 from sparc.teachers.tiny import TINY_ALBEF_CONFIG
 from sparc.testing import original_fixture
 
@@ -58,6 +59,12 @@ def test_prefix_rows_by_hand():
     # prefixes: [101] (shared by all), [101 5] (shared by 0 and 1), [101 5 6], [101 5 7], [101 8]
     assert rows.tolist() == [[0, 0], [0, 1], [0, 2], [1, 2], [2, 1]]
     assert which.tolist() == [[0, 1, 2], [0, 1, 3], [0, 4, -1]]
+    # as a tree: each node attends to its ancestors and itself (causal attention along its prefix)
+    tokens, positions, attend, which, real = answer_trees(ids[None], valid[None])
+    assert real.all()
+    assert tokens.tolist() == [[101, 5, 6, 7, 8]] and positions.tolist() == [[0, 1, 2, 2, 1]]
+    allowed = (attend[0] == 0).int().tolist()
+    assert allowed == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 0, 1, 0], [1, 0, 0, 0, 1]]
 
 
 @torch.no_grad()
@@ -84,6 +91,9 @@ def test_batched_equals_plain_per_question_and_shared_candidates(tiny, shared):
     fast, first = answer_loglik(tiny, fusion_kv(tiny, emb), q_ids, q_mask, a_ids, a_mask, return_first=True)
     assert fast.shape == (3, 4, 5)
     assert (fast - _plain(tiny, emb, q_ids, q_mask, a_ids, a_mask)).abs().max() < 1e-5
+    # the vocabulary pass cut into one node at a time gives the same numbers
+    states = encode_questions(tiny, fusion_kv(tiny, emb), q_ids, q_mask)
+    assert (decoder_loglik(tiny, states, q_mask, a_ids, a_mask, max_logits=1) - fast).abs().max() < 1e-5
     # the first answer token's log-probability: ALBEF's first_token_prob, from the start token alone
     L = int(q_mask[2].sum())
     states = tiny.encode_question(emb, q_ids[2:3, :L].expand(4, -1), q_mask[2:3, :L].expand(4, -1))

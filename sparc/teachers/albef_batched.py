@@ -10,12 +10,15 @@ recomputes, and where this module computes it once instead:
   per (question, frame);
 * a fusion layer's cross-attention takes all questions' tokens as rows against one frame's keys
   (``[F, H, Q * Lq, P]``), no copy of the keys per question;
-* the decoder's cross-attention keys/values over the question states -> once per (question, frame),
-  shared by its candidates; the decoder's first self-attention block sees only candidate tokens ->
-  once per candidate, shared by every frame;
-* the vocabulary projection (the decoder's widest matrix) runs only on rows that predict a real answer
-  token, and once per distinct answer prefix of a question: every candidate starts with ``[CLS]``, so
-  the first answer token's distribution is computed once per (question, frame), not once per candidate.
+* the decoder's cross-attention keys/values over the question states -> once per (question, frame);
+* the decoder runs over each candidate set's prefix tree (:func:`answer_trees`): one position per
+  distinct answer prefix whose next token is scored, attending along its own prefix. Every candidate
+  starts with ``[CLS]``, so that position (and the first answer token's distribution) is computed once
+  per (question, frame), not once per candidate; padding and the last position (whose output is never
+  scored) are not computed at all. Its first self-attention block sees only candidate tokens -> once
+  per candidate set, shared by every frame;
+* the vocabulary projection (the decoder's widest matrix) runs once per tree node. It still covers the
+  whole vocabulary: a token's log-probability needs the softmax normaliser over all of it.
 
 The arithmetic is the plain path's (the same sums of log-softmaxed token logits); tests check them equal.
 """
@@ -26,8 +29,9 @@ import math
 from typing import List, Tuple
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["fusion_kv", "encode_questions", "decoder_loglik", "answer_loglik", "prefix_rows"]
+__all__ = ["fusion_kv", "encode_questions", "decoder_loglik", "answer_loglik", "prefix_rows", "answer_trees"]
 
 KV = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -118,79 +122,110 @@ def prefix_rows(ids: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, t
     return torch.tensor(rows, dtype=torch.long).view(-1, 2), which
 
 
-def _decoder_layer(layer, x, causal, cross_kv, cross_mask, heads, shape):
-    """One transformers ``BertLayer`` of the decoder (eval). ``x [Q * F * C, La, D]``; cross-attention
-    keys ``[Q * F, H, Lq, d]`` shared by the C candidates; ``causal`` None when ``x`` already went
-    through this layer's self-attention."""
-    Q, Fn, C, La, D = shape
-    if causal is not None:
-        x = _self_attention(layer, x, causal, heads)
-    k, v = cross_kv
+def answer_trees(a_ids: torch.Tensor, valid: torch.Tensor):
+    """The candidates of each set as a prefix tree: one node per distinct prefix whose next token is
+    scored (:func:`prefix_rows`). ``a_ids [Qc, C, La]``, ``valid [Qc, C, La - 1]`` -> ``tokens,
+    positions [Qc, U]`` (each node's last token and its position), ``attend [Qc, U, U]`` additive
+    (0 where the key node is an ancestor of the query node or itself, -inf elsewhere: causal attention
+    along the node's own prefix), ``which [Qc, C, La - 1]`` (the node of every scored position, 0
+    where none) and ``real [Qc, U]`` (False on padding: sets with fewer nodes are padded with nodes
+    that attend only to themselves)."""
+    Qc, C, La = a_ids.shape
+    trees = [prefix_rows(a_ids[g].cpu(), valid[g].cpu()) for g in range(Qc)]
+    U = max(1, max(rows.shape[0] for rows, _ in trees))
+    tokens = torch.zeros(Qc, U, dtype=torch.long)
+    positions = torch.zeros(Qc, U, dtype=torch.long)
+    allowed = torch.eye(U, dtype=torch.bool).repeat(Qc, 1, 1)
+    which = torch.zeros(Qc, C, La - 1, dtype=torch.long)
+    real = torch.zeros(Qc, U, dtype=torch.bool)
+    for g, (rows, w) in enumerate(trees):
+        real[g, : rows.shape[0]] = True
+        ids = a_ids[g].cpu()
+        for u, (c, t) in enumerate(rows.tolist()):
+            tokens[g, u], positions[g, u] = ids[c, t], t
+            allowed[g, u, w[c, : t + 1]] = True      # the nodes of ids[c, :1], ..., ids[c, :t + 1]
+        which[g] = w.clamp(min=0)
+    attend = torch.zeros(Qc, U, U).masked_fill(~allowed, float("-inf"))
+    dev = a_ids.device
+    return tokens.to(dev), positions.to(dev), attend.to(dev), which.to(dev), real.to(dev)
+
+
+def _self_attention(layer, x, mask, heads):
+    att = layer.attention
+    q, k, v = (_heads(f(x), heads) for f in (att.self.query, att.self.key, att.self.value))
+    ctx = _merge(_attend(q, k, v, mask))
+    return att.output.LayerNorm(att.output.dense(ctx) + x)
+
+
+def _cross_and_feed_forward(layer, x, k, v, mask, heads):
+    """The rest of a transformers ``BertLayer`` (eval) after its self-attention: cross-attention to the
+    question states (keys/values given), then the feed-forward block."""
     cross = layer.crossattention
-    q = _heads(cross.self.query(x).view(Q * Fn, C * La, D), heads)     # candidates' tokens as rows
-    ctx = _merge(_attend(q, k, v, cross_mask)).view(Q * Fn * C, La, D)
+    ctx = _merge(_attend(_heads(cross.self.query(x), heads), k, v, mask))
     x = cross.output.LayerNorm(cross.output.dense(ctx) + x)
     h = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
     return layer.output.LayerNorm(layer.output.dense(h) + x)
 
 
-def _self_attention(layer, x, causal, heads):
-    att = layer.attention
-    q, k, v = (_heads(f(x), heads) for f in (att.self.query, att.self.key, att.self.value))
-    ctx = _merge(_attend(q, k, v, causal))
-    return att.output.LayerNorm(att.output.dense(ctx) + x)
-
-
 def decoder_loglik(model, states: torch.Tensor, q_mask: torch.Tensor, a_ids: torch.Tensor,
-                   a_mask: torch.Tensor, return_first: bool = False):
+                   a_mask: torch.Tensor, return_first: bool = False, max_logits: int = 1 << 22):
     """Summed log-likelihood of every candidate under the answer decoder, teacher-forced:
     ``states [Q, F, Lq, D]`` (from :func:`encode_questions`), ``q_mask [Q, Lq]``, candidates
     ``a_ids, a_mask [Qc, C, La]`` (``[CLS] a [SEP]``, zero-padded) with ``Qc`` = Q (each question its
     own candidates) or 1 (one shared answer set) -> ``[Q, F, C]``; with ``return_first`` also the
-    first answer token's log-probability ``[Q, F, C]`` (what ALBEF's ``rank_answer`` adds again)."""
+    first answer token's log-probability ``[Q, F, C]`` (what ALBEF's ``rank_answer`` adds again).
+
+    The decoder runs over each candidate set's prefix tree (:func:`answer_trees`), not over padded
+    candidates: a position is computed once however many candidates share its prefix (every candidate
+    shares ``[CLS]``), and padding and the never-scored last position are not computed at all.
+    ``max_logits`` bounds the vocabulary logits held at once (memory only)."""
     dec = model.text_decoder
     bert, head = dec.bert, dec.cls.predictions
-    cfg = dec.config
-    heads = cfg.num_attention_heads
+    heads = dec.config.num_attention_heads
     Q, Fn, Lq, D = states.shape
     Qc, C, La = a_ids.shape
-    layers = bert.encoder.layer
-    causal = torch.full((La, La), float("-inf"), device=states.device).triu(1).to(states.dtype)
+    target = a_ids[:, :, 1:]                                          # [Qc, C, La - 1]
+    valid = (target != model.pad_token_id) & (a_mask[:, :, 1:] > 0)
+    tokens, positions, attend, which, real = answer_trees(a_ids, valid)
+    U = tokens.shape[1]
 
-    # The first layer's self-attention sees only the candidates' tokens: once per candidate set.
-    x = bert.embeddings(input_ids=a_ids.view(Qc * C, La))
-    x = _self_attention(layers[0], x, causal, heads).view(Qc, 1, C, La, D)
-    x = x.expand(Q, Fn, C, La, D).reshape(Q * Fn * C, La, D)
-
+    # Layer 0's self-attention sees only the candidates' tokens: once per candidate set.
+    x = bert.embeddings(input_ids=tokens, position_ids=positions, token_type_ids=torch.zeros_like(tokens))
+    x = _self_attention(bert.encoder.layer[0], x, attend[:, None].to(x.dtype), heads)      # [Qc, U, D]
+    x = x[:, None].expand(Qc, Fn, U, D).expand(Q, Fn, U, D).reshape(Q * Fn, U, D)
+    self_mask = attend[:, None, None].to(x.dtype).expand(Qc, Fn, 1, U, U).expand(Q, Fn, 1, U, U).reshape(Q * Fn, 1, U, U)
     cross_mask = (1.0 - q_mask.to(states.dtype)) * torch.finfo(states.dtype).min     # [Q, Lq]
     cross_mask = cross_mask[:, None, None, None, :].expand(Q, Fn, 1, 1, Lq).reshape(Q * Fn, 1, 1, Lq)
     flat_states = states.reshape(Q * Fn, Lq, D)
-    for i, layer in enumerate(layers):
-        attn = layer.crossattention.self
-        kv = (_heads(attn.key(flat_states), heads), _heads(attn.value(flat_states), heads))
-        x = _decoder_layer(layer, x, None if i == 0 else causal, kv, cross_mask, heads, (Q, Fn, C, La, D))
-    x = x.view(Q, Fn, C, La, D)
+    for i, layer in enumerate(bert.encoder.layer):
+        if i > 0:
+            x = _self_attention(layer, x, self_mask, heads)
+        attn = layer.crossattention.self   # keys/values over the question states: once per (question, frame)
+        k, v = _heads(attn.key(flat_states), heads), _heads(attn.value(flat_states), heads)
+        x = _cross_and_feed_forward(layer, x, k, v, cross_mask, heads)
+    h = head.transform(x).view(Q, Fn, U, D)
 
-    target = a_ids[:, :, 1:]                                       # [Qc, C, La - 1]
-    valid = (target != model.pad_token_id) & (a_mask[:, :, 1:] > 0)
+    # log p(token | prefix) = logit[node, token] - logsumexp over the whole vocabulary, per node.
     weight, bias = head.decoder.weight, head.bias
-    out = torch.zeros(Q, Fn, C, dtype=torch.float32, device=states.device)
-    first = torch.zeros_like(out)
-    for g in range(Qc):
-        rows, which = prefix_rows(a_ids[g].cpu(), valid[g].cpu())
-        rows, which = rows.to(states.device), which.to(states.device)
-        qs = slice(None) if Qc == 1 else slice(g, g + 1)
-        h = head.transform(x[qs][:, :, rows[:, 0], rows[:, 1]])     # [q, F, U, D]: one row per prefix
-        lse = torch.logsumexp((h @ weight.t() + bias).float(), dim=-1)  # [q, F, U]
-        pos = which.clamp(min=0)
-        tok = target[g]                                               # [C, La - 1]
-        # The scored token's logit, from the row of its prefix: h[u] . W[token] + b[token].
-        h_pos = h[:, :, pos]                                          # [q, F, C, La - 1, D]
-        logit = (h_pos * weight[tok]).sum(-1) + bias[tok]
-        ll = (logit.float() - lse[:, :, pos]) * valid[g]
-        out[qs] = ll.sum(-1)
-        first[qs] = ll[..., 0]
-    return (out, first) if return_first else out
+    # Only real nodes: the trees of a video's questions differ in size and are padded to the largest.
+    real = real[:, None].expand(Qc, Fn, U).expand(Q, Fn, U).reshape(-1)
+    rows = h.reshape(-1, D)[real]
+    lse_real = torch.empty(rows.shape[0], dtype=torch.float32, device=states.device)
+    step = max(1, max_logits // weight.shape[0])    # rows per vocabulary pass: cache-sized, memory-bounded
+    for r in range(0, rows.shape[0], step):
+        lse_real[r:r + step] = torch.logsumexp(F.linear(rows[r:r + step], weight, bias).float(), dim=-1)
+    lse = torch.zeros(Q * Fn * U, dtype=torch.float32, device=states.device)
+    lse[real] = lse_real
+    lse = lse.view(Q, Fn, U)
+    node = which.reshape(Qc, 1, -1).expand(Q, Fn, -1)                 # [Q, F, C * (La - 1)]
+    tok = target.reshape(Qc, -1)
+    # The scored token's logit from its node's row: h[node] . W[token] + b[token].
+    h_sel = h.gather(2, node[..., None].expand(-1, -1, -1, D))
+    picked = (h_sel * weight[tok][:, None]).sum(-1).float() + bias[tok][:, None].float()
+    ll = picked - lse.gather(2, node)
+    ll = ll.view(Q, Fn, C, La - 1) * valid.reshape(Qc, 1, C, La - 1)
+    out = ll.sum(-1)
+    return (out, ll[..., 0]) if return_first else out
 
 
 def answer_loglik(model, kv: KV, q_ids: torch.Tensor, q_mask: torch.Tensor, a_ids: torch.Tensor,
