@@ -69,6 +69,8 @@ from sparc.priors.extract import extract_dataset_priors
 from sparc.priors.store import PriorStore
 from sparc.teachers.albef import ALBEF, ALBEFTeacher
 
+from common import add_common_arguments, apply_threads  # benchmarks/ is the script's folder
+
 VOCAB_SIZE = 30522            # bert-base-uncased
 NEXTQA_VIDEOS = 5440
 NEXTQA_FRAMES = 87_040        # 5,440 videos x 16 frames
@@ -292,18 +294,10 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=1, help="interleaved runs of both paths per configuration")
     p.add_argument("--no-loop", action="store_true", help="time only the optimised path (no ratio, no check)")
     p.add_argument("--profile", action="store_true", help="split the optimised path's work on one video by stage")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-bf16", action="store_true", help="on cuda, run the job in float32 (as --no-bf16 of the CLI)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads; default 1 on cpu (steady ratios on a shared machine), "
-                        "0 keeps torch's default")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the results here")
+    add_common_arguments(p)
     args = p.parse_args(argv)
-    if args.threads is None:
-        args.threads = 1 if args.device == "cpu" else 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = torch.device(args.device)
     bf16 = device.type == "cuda" and not args.no_bf16
     t_start = time.perf_counter()

@@ -47,6 +47,8 @@ import torch
 import sparc
 from sparc.frames import select_causal_frames
 
+from common import add_common_arguments, apply_threads  # benchmarks/ is the script's folder
+
 BACKBONES = ("hga", "vgt", "stage", "memory", "hme")
 
 
@@ -236,19 +238,11 @@ def main(argv=None) -> dict:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     p.add_argument("--no-views", action="store_true", help="skip the per-view and own-mode-vs-bucket timing")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads; default 1 on cpu (steady ratios on a shared machine), "
-                        "0 keeps torch's default")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="write the results here")
+    add_common_arguments(p)
     args = p.parse_args(argv)
     if args.batch_size is None:
         args.batch_size = 256 if args.device == "cuda" else 64
-    if args.threads is None:
-        args.threads = 1 if args.device == "cpu" else 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = torch.device(args.device)
     track_memory = device.type == "cuda"
 
