@@ -192,3 +192,33 @@ def test_bad_input_names_qid_and_field(ws, tmp_path):
         finetune_teacher(model, tok, [qs[0]], FrameSource(empty, 2), progress=False)
     with pytest.raises(FileNotFoundError, match=rf"{qs[0].qid}.*field: video"):
         finetune_teacher(model, tok, [qs[0]], FrameSource(tmp_path, 2), progress=False)
+
+
+def test_two_processes_train_like_one_with_the_global_batch(ws, tmp_path):
+    """torchrun with 2 CPU processes x 4 pairs = 1 process x 8 pairs (dropout off so both compute the
+    same thing): the global batch is split between the processes and the gradients averaged over it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from sparc.cli import main
+
+    config = json.loads(ws["config"].read_text())
+    config["bert_config"].update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (tmp_path / "nodrop.json").write_text(json.dumps(config))
+    common = ["teacher-finetune", "--questions", str(ws["questions"]), "--frames", str(ws["frames"]), "--num-frames",
+              "4", "--tokenizer", str(ws["vocab"]), "--teacher-config", str(tmp_path / "nodrop.json"), "--checkpoint",
+              str(ws["checkpoint"]), "--epochs", "2", "--num-workers", "0", "--no-progress"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29543", "-m", "sparc"]
+    subprocess.run(launch + common + ["--batch-size", "4", "--output-dir", str(tmp_path / "two")], env=env, check=True,
+                   timeout=300, capture_output=True)
+    assert main(common + ["--batch-size", "8", "--output-dir", str(tmp_path / "one")]) == 0
+    one = load_file(str(tmp_path / "one" / "albef-finetuned.safetensors"))
+    two = load_file(str(tmp_path / "two" / "albef-finetuned.safetensors"))
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    moved = load_file(str(ws["checkpoint"]))
+    assert max((one[k] - moved[k]).abs().max().item() for k in one) > 1e-4   # and training did change them
