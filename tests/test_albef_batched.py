@@ -94,6 +94,8 @@ def test_batched_equals_plain_per_question_and_shared_candidates(tiny, shared):
     # the vocabulary pass cut into one node at a time gives the same numbers
     states = encode_questions(tiny, fusion_kv(tiny, emb), q_ids, q_mask)
     assert (decoder_loglik(tiny, states, q_mask, a_ids, a_mask, max_logits=1) - fast).abs().max() < 1e-5
+    # large answer sets go through several smaller trees: the same numbers
+    assert (decoder_loglik(tiny, states, q_mask, a_ids, a_mask, tree_candidates=2) - fast).abs().max() < 1e-5
     # the first answer token's log-probability: ALBEF's first_token_prob, from the start token alone
     L = int(q_mask[2].sum())
     states = tiny.encode_question(emb, q_ids[2:3, :L].expand(4, -1), q_mask[2:3, :L].expand(4, -1))

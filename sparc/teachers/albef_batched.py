@@ -168,7 +168,8 @@ def _cross_and_feed_forward(layer, x, k, v, mask, heads):
 
 
 def decoder_loglik(model, states: torch.Tensor, q_mask: torch.Tensor, a_ids: torch.Tensor,
-                   a_mask: torch.Tensor, return_first: bool = False, max_logits: int = 1 << 22):
+                   a_mask: torch.Tensor, return_first: bool = False, max_logits: int = 1 << 22,
+                   tree_candidates: int = 64):
     """Summed log-likelihood of every candidate under the answer decoder, teacher-forced:
     ``states [Q, F, Lq, D]`` (from :func:`encode_questions`), ``q_mask [Q, Lq]``, candidates
     ``a_ids, a_mask [Qc, C, La]`` (``[CLS] a [SEP]``, zero-padded) with ``Qc`` = Q (each question its
@@ -178,7 +179,14 @@ def decoder_loglik(model, states: torch.Tensor, q_mask: torch.Tensor, a_ids: tor
     The decoder runs over each candidate set's prefix tree (:func:`answer_trees`), not over padded
     candidates: a position is computed once however many candidates share its prefix (every candidate
     shares ``[CLS]``), and padding and the never-scored last position are not computed at all.
-    ``max_logits`` bounds the vocabulary logits held at once (memory only)."""
+    ``max_logits`` bounds the vocabulary logits held at once (memory only). Tree attention is dense
+    over a tree's nodes, so large answer sets (open-ended datasets) are cut into trees of at most
+    ``tree_candidates`` candidates."""
+    if a_ids.shape[1] > tree_candidates:
+        parts = [decoder_loglik(model, states, q_mask, a_ids[:, s:s + tree_candidates], a_mask[:, s:s + tree_candidates],
+                                True, max_logits, tree_candidates) for s in range(0, a_ids.shape[1], tree_candidates)]
+        out, first = torch.cat([p[0] for p in parts], dim=-1), torch.cat([p[1] for p in parts], dim=-1)
+        return (out, first) if return_first else out
     dec = model.text_decoder
     bert, head = dec.bert, dec.cls.predictions
     heads = dec.config.num_attention_heads
