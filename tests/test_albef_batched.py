@@ -147,3 +147,25 @@ def test_scoring_never_reruns_the_image_side(tiny):
     assert calls == {"vision": 1, "image_kv": 2}
     for h in hooks:
         h.remove()
+
+
+@torch.no_grad()
+def test_rank_k_decodes_only_the_top_first_tokens_and_matches_the_full_computation(tiny):
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(104, 140, (1, 12, 4), generator=g)
+    a[:, :, 0], a[:, :, -1] = 101, 102
+    a[0, 5, 2:] = torch.tensor([102, 0])                                  # a shorter answer
+    a_mask = (a != 0).long()
+    q_ids, q_mask, _, _ = _inputs(Q=3)
+    teacher = ALBEFTeacher(tiny, scoring="albef_rank")
+    state = teacher.encode_images(torch.randint(0, 256, (4, 40, 40, 3), dtype=torch.uint8, generator=g))
+    questions = [(q_ids[i], q_mask[i]) for i in range(3)]
+    full = teacher.log_scores_many(state, questions, shared_candidates=(a[0], a_mask[0]))       # all 12 decoded
+    states = encode_questions(tiny, state.kv, q_ids, q_mask)
+    _, first = decoder_loglik(tiny, states, q_mask, a, a_mask, return_first=True)
+    keep = first.topk(4, dim=-1).indices
+    expected = torch.full_like(full, float("-inf")).scatter(-1, keep, full.gather(-1, keep))
+    ranked = ALBEFTeacher(tiny, scoring="albef_rank", rank_k=4)
+    got = ranked.log_scores_many(state, questions, shared_candidates=(a[0], a_mask[0]))
+    assert torch.equal(got.isinf(), expected.isinf()) and int((~got.isinf()).sum(-1).min()) == 4
+    assert (got[~got.isinf()] - expected[~expected.isinf()]).abs().max() < 1e-5

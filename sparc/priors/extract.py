@@ -250,7 +250,8 @@ def add_subcommand(sub) -> None:
                    help="with --answers-from: keep answers seen at least N times (default 2, SpARC 3.1)")
     p.add_argument("--scoring", default="sum", choices=("sum", "mean", "albef_rank"),
                    help="candidate score: summed log-likelihood (default), length-normalised, or ALBEF's rank_answer")
-    p.add_argument("--rank-k", type=int, default=None, metavar="K", help="albef_rank: keep the K most likely first tokens")
+    p.add_argument("--rank-k", type=int, default=None, metavar="K", help="albef_rank: decode only the K candidates with the most likely first token per (question, "
+                        "frame), as ALBEF's rank_answer (128 there); the others get probability 0")
     p.add_argument("--dtype", default="float16", choices=("float16", "float32"),
                    help="storage precision (default float16: half the disk, 3 significant digits)")
     p.add_argument("--videos-per-shard", type=int, default=256, metavar="N", help="videos per store shard (default 256)")

@@ -614,6 +614,8 @@ class ALBEFTeacher(LikelihoodTeacher):
         a_ids, a_mask = a_ids.to(self.device), a_mask.to(self.device)
         Q, Fn = q_ids.shape[0], len(image_state)
         C, La = a_ids.shape[1:]
+        if self.scoring == "albef_rank" and self.rank_k is not None and self.rank_k < C:
+            return self._ranked(image_state, q_ids, q_mask, a_ids, a_mask)
         step = max(1, self.max_rows // max(1, Fn * C * La))   # questions per decoder pass
         parts, firsts = [], []
         for s in range(0, Q, step):
@@ -629,10 +631,23 @@ class ALBEFTeacher(LikelihoodTeacher):
             ll = ll / n_tok[:, None, :]
         elif self.scoring == "albef_rank":
             ll = ALBEF.rank_log_scores(first.exp(), ll)
-            if self.rank_k is not None and self.rank_k < C:
-                keep = first.topk(self.rank_k, dim=-1).indices
-                ll = torch.full_like(ll, float("-inf")).scatter(-1, keep, ll.gather(-1, keep))
         return ll
+
+    def _ranked(self, image_state, q_ids, q_mask, a_ids, a_mask) -> torch.Tensor:
+        """``albef_rank`` with ``rank_k``: only each (question, frame)'s top-k first tokens are decoded;
+        the other candidates score -inf (probability 0), as in ALBEF's ``rank_answer``."""
+        from sparc.teachers.albef_batched import encode_questions, topk_answer_loglik
+
+        Q, Fn, (C, La) = q_ids.shape[0], len(image_state), a_ids.shape[1:]
+        out = torch.full((Q, Fn, C), float("-inf"), device=self.device)
+        step = max(1, self.max_rows // max(1, Fn * (self.rank_k + 1) * La))
+        for s in range(0, Q, step):
+            sl = slice(s, s + step)
+            a_sl = slice(None) if a_ids.shape[0] == 1 else sl
+            states = encode_questions(self.model, image_state.kv, q_ids[sl], q_mask[sl])
+            ll, first, keep = topk_answer_loglik(self.model, states, q_mask[sl], a_ids[a_sl], a_mask[a_sl], self.rank_k)
+            out[sl] = out[sl].scatter(-1, keep, ALBEF.rank_log_scores(first.exp(), ll))
+        return out
 
     def log_scores(self, image_state: ALBEFImageState, question, candidates) -> torch.Tensor:
         """Per-frame candidate scores ``[F, C]`` of one question."""

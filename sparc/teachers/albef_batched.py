@@ -31,7 +31,7 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fusion_kv", "encode_questions", "decoder_loglik", "answer_loglik", "prefix_rows", "answer_trees"]
+__all__ = ["fusion_kv", "encode_questions", "decoder_loglik", "answer_loglik", "prefix_rows", "answer_trees", "topk_answer_loglik"]
 
 KV = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -234,6 +234,28 @@ def decoder_loglik(model, states: torch.Tensor, q_mask: torch.Tensor, a_ids: tor
     ll = ll.view(Q, Fn, C, La - 1) * valid.reshape(Qc, 1, C, La - 1)
     out = ll.sum(-1)
     return (out, ll[..., 0]) if return_first else out
+
+
+def topk_answer_loglik(model, states: torch.Tensor, q_mask: torch.Tensor, a_ids: torch.Tensor,
+                       a_mask: torch.Tensor, k: int):
+    """ALBEF's ``rank_answer`` search, batched: the first answer token's distribution once per
+    (question, frame), then only the ``k`` candidates whose first token is most likely are decoded
+    (for large open-ended answer sets, most of the decoder's work is skipped). Arguments as
+    :func:`decoder_loglik` -> ``(loglik, first, keep)``, each ``[Q, F, k]``: the summed and the
+    first-token log-likelihoods of the kept candidates and their indices into the C candidates."""
+    Q, Fn, Lq, D = states.shape
+    Qc, C, La = a_ids.shape
+    # [CLS] + first token alone: a one-node tree per set, its only scored token the first one.
+    _, first_all = decoder_loglik(model, states, q_mask, a_ids[:, :, :2], a_mask[:, :, :2], return_first=True,
+                                  tree_candidates=max(C, 1))
+    keep = first_all.topk(k, dim=-1).indices                                        # [Q, F, k]
+    pick = keep[..., None].expand(Q, Fn, k, La)
+    ids = a_ids.expand(Q, C, La)[:, None].expand(Q, Fn, C, La).gather(2, pick)
+    mask = a_mask.expand(Q, C, La)[:, None].expand(Q, Fn, C, La).gather(2, pick)
+    # Each (question, frame) now has its own candidate set: decode them as Q * F one-frame questions.
+    ll, first = decoder_loglik(model, states.reshape(Q * Fn, 1, Lq, D), q_mask.repeat_interleave(Fn, dim=0),
+                               ids.reshape(Q * Fn, k, La), mask.reshape(Q * Fn, k, La), return_first=True)
+    return ll.view(Q, Fn, k), first.view(Q, Fn, k), keep
 
 
 def answer_loglik(model, kv: KV, q_ids: torch.Tensor, q_mask: torch.Tensor, a_ids: torch.Tensor,
