@@ -194,3 +194,33 @@ def test_torchrun_two_processes_equal_one(ws, tmp_path):
     assert sorted(two.qids) == sorted(qids) and len(qids) == 15
     assert (one.lookup(qids) - two.lookup(qids)).abs().max().item() <= 1e-6
     assert not any(n.startswith(".part") for n in os.listdir(tmp_path / "two"))
+
+
+def test_cli_with_a_blip_teacher_directory(ws, tmp_path, capsys):
+    """--teacher blip: a local BlipForQuestionAnswering directory (saved with its tokenizer); each video's
+    questions are scored as the teacher scores them one by one."""
+    from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering
+
+    from sparc.teachers.hf_vqa import BlipTeacher
+
+    n_words = len(ws["vocab"].read_text().split())
+    torch.manual_seed(0)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                  patch_size=16, initializer_range=0.2)
+    text = dict(vocab_size=n_words + 1, hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
+                num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64, bos_token_id=n_words,
+                sep_token_id=102, pad_token_id=0, initializer_range=0.1)
+    model = BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision)).eval()
+    model.save_pretrained(tmp_path / "blip")
+    BertTokenizer(str(ws["vocab"])).save_pretrained(tmp_path / "blip")
+    out = tmp_path / "blip-store"
+    assert main(["extract-priors", "--teacher", "blip", "--checkpoint", str(tmp_path / "blip"), "--questions",
+                 str(ws["questions"]), "--frames", str(ws["frames"]), "--num-frames", str(NUM_FRAMES), "--out", str(out),
+                 "--dtype", "float32", "--num-workers", "0", "--no-progress"]) == 0
+    store = PriorStore.open(out)
+    assert store.metadata["teacher"] == "blip" and len(store) == 15
+    teacher = BlipTeacher.from_pretrained(tmp_path / "blip")
+    q = read_questions(ws["questions"])[4]
+    expected = teacher.score(teacher.encode_images(FrameSource(ws["frames"], NUM_FRAMES)(q.video)), q.question,
+                             list(q.candidates))
+    assert torch.allclose(store.lookup([q.qid])[0], expected, atol=1e-6)
