@@ -17,6 +17,7 @@ layout, loadable by :func:`~sparc.teachers.albef.load_albef_checkpoint`).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -65,7 +66,9 @@ def write_tiny_teacher_workspace(root: Union[str, Path], num_videos: int = 4, qu
         folder.mkdir(parents=True, exist_ok=True)
         for f in range(frames_per_video):
             img = torch.randint(0, 256, (3, image_size, image_size), generator=g, dtype=torch.uint8)
-            write_png(img, str(folder / f"{f + 1:05d}.png"))
+            with warnings.catch_warnings():  # torchvision >= 0.29 deprecates io's image codecs
+                warnings.simplefilter("ignore", DeprecationWarning)
+                write_png(img, str(folder / f"{f + 1:05d}.png"))
         for q in range(questions_per_video):
             pick = lambda seq: seq[int(torch.randint(len(seq), (1,), generator=g))]
             subject, action = pick(SUBJECTS), pick(ACTIONS)
