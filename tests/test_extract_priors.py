@@ -224,3 +224,17 @@ def test_cli_with_a_blip_teacher_directory(ws, tmp_path, capsys):
     expected = teacher.score(teacher.encode_images(FrameSource(ws["frames"], NUM_FRAMES)(q.video)), q.question,
                              list(q.candidates))
     assert torch.allclose(store.lookup([q.qid])[0], expected, atol=1e-6)
+
+
+def test_clip_backbones_score_one_frame_per_clip(ws, teacher, tmp_path):
+    """--clips K: the store has K frames per question, the first sampled frame of each clip."""
+    source = FrameSource(ws["frames"], NUM_FRAMES, clips=2)
+    extract_dataset_priors(teacher, read_questions(ws["questions"]), source, tmp_path / "clips", num_workers=0,
+                           progress=False)
+    store = PriorStore.open(tmp_path / "clips")
+    assert store.num_frames == 2
+    q = read_questions(ws["questions"])[0]
+    every = FrameSource(ws["frames"], NUM_FRAMES)(q.video)
+    first_of_clips = every[[0, 2]]          # 4 sampled frames in 2 clips of 2
+    expected = teacher.score(teacher.encode_images(first_of_clips), q.question, list(q.candidates))
+    assert torch.allclose(store.lookup([q.qid])[0], expected, atol=1e-6)
