@@ -484,6 +484,17 @@ class STAGE(nn.Module):
             return self.forward_main(batch)
         return self.forward_main(batch)[:5]
 
+    def _attend_stream(self, a_embed, a_mask, feats, mask, fc):
+        """One context stream (subtitle words or region features) ``[B, T, N, D]``: encoded per time step
+        by the shared encoder behind its own projection ``fc``, then attended by every QA hypothesis.
+        -> ``(attended, attended_mask, raw_s, normalized_s)`` of ``qa_ctx_attention``."""
+        bsz, num_imgs, num_items = feats.shape[:3]
+        embed = self.base_encoder(feats.reshape(bsz * num_imgs, num_items, -1), mask.reshape(bsz * num_imgs, num_items),
+                                  fc, self.input_embedding, self.input_encoder)
+        embed = embed.reshape(bsz, 1, num_imgs, num_items, -1)
+        return self.qa_ctx_attention(a_embed, embed, a_mask, mask.reshape(bsz, 1, num_imgs, num_items),
+                                     noun_mask=None, non_visual_vectors=None)
+
     def forward_main(self, batch):
         """See the class docstring; ``batch`` is an attribute dict (or a plain dict) with the
         original's fields. Shapes: qas_bert (N, 5, Lqa, E), qas_mask (N, 5, Lqa), sub_bert
@@ -501,26 +512,13 @@ class STAGE(nn.Module):
         other_outputs: Dict[str, torch.Tensor] = {}
         attended_sub = attended_sub_mask = attended_vid = attended_vid_mask = None
         if self.sub_flag:
-            sub_bert, sub_mask = _get(batch, "sub_bert"), _get(batch, "sub_mask")
-            num_imgs, num_words = sub_bert.shape[1:3]
-            sub_embed = self.base_encoder(sub_bert.reshape(bsz * num_imgs, num_words, -1), sub_mask.reshape(bsz * num_imgs, num_words),
-                                          self.bert_word_encoding_fc, self.input_embedding, self.input_encoder)
-            sub_embed = sub_embed.reshape(bsz, 1, num_imgs, num_words, -1)
-            attended_sub, attended_sub_mask, sub_raw_s, sub_normalized_s = self.qa_ctx_attention(
-                a_embed, sub_embed, a_mask, sub_mask.reshape(bsz, 1, num_imgs, num_words), noun_mask=None, non_visual_vectors=None)
-            other_outputs["sub_normalized_s"] = sub_normalized_s
-            other_outputs["sub_raw_s"] = sub_raw_s
+            attended_sub, attended_sub_mask, other_outputs["sub_raw_s"], other_outputs["sub_normalized_s"] = \
+                self._attend_stream(a_embed, a_mask, _get(batch, "sub_bert"), _get(batch, "sub_mask"),
+                                    self.bert_word_encoding_fc)
         if self.vfeat_flag:
-            vid, vid_mask = _get(batch, "vid"), _get(batch, "vid_mask")
-            num_imgs, num_regions = vid.shape[1:3]
-            vid_embed = F.normalize(vid, p=2, dim=-1)
-            vid_embed = self.base_encoder(vid_embed.reshape(bsz * num_imgs, num_regions, -1), vid_mask.reshape(bsz * num_imgs, num_regions),
-                                          self.vid_fc, self.input_embedding, self.input_encoder)
-            vid_embed = vid_embed.reshape(bsz, 1, num_imgs, num_regions, -1)
-            attended_vid, attended_vid_mask, vid_raw_s, vid_normalized_s = self.qa_ctx_attention(
-                a_embed, vid_embed, a_mask, vid_mask.reshape(bsz, 1, num_imgs, num_regions), noun_mask=None, non_visual_vectors=None)
-            other_outputs["vid_normalized_s"] = vid_normalized_s
-            other_outputs["vid_raw_s"] = vid_raw_s
+            vid = F.normalize(_get(batch, "vid"), p=2, dim=-1)
+            attended_vid, attended_vid_mask, other_outputs["vid_raw_s"], other_outputs["vid_normalized_s"] = \
+                self._attend_stream(a_embed, a_mask, vid, _get(batch, "vid_mask"), self.vid_fc)
 
         if self.flag_cnt == 2:  # video-text fusion (paper 4.2): [S; V; S*V] W_F + b_F
             statement = self.concat_fc(torch.cat([attended_sub, attended_vid, attended_sub * attended_vid], dim=-1))

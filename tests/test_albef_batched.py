@@ -10,14 +10,8 @@ from sparc.teachers.albef import ALBEF, ALBEFTeacher
 from sparc.teachers.albef_batched import (answer_loglik, answer_trees, decoder_loglik, encode_questions, fusion_kv,
                                           prefix_rows)
 from sparc.teachers.tiny import TINY_ALBEF_CONFIG
-from sparc.testing import original_fixture
 
-FOLDER = Path(__file__).parent / "fixtures" / "original" / "albef"
-
-
-@pytest.fixture(scope="module")
-def fx():
-    return original_fixture(FOLDER)
+FIXTURE = Path(__file__).parent / "fixtures" / "original" / "albef"
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,12 @@ import pytest
 
 from sparc.testing import original_fixture
 
+# The stored outputs each reference model reproduces (fixtures may hold more, e.g. inputs' derivatives).
+COVERED = {
+    "hga": {"out_intended_masks", "predict_idx_intended_masks"},
+    "hme": {"out", "predict_idx"},
+    "vgt": {"fusion_proj", "answer_g", "logits"},
+}
 FOLDERS = sorted(p for p in (Path(__file__).parent / "fixtures" / "original").iterdir() if (p / "config.json").exists())
 
 
@@ -18,6 +24,6 @@ def test_the_backbone_fixtures_are_all_here():
 def test_reference_model_reproduces_the_original(folder):
     fx = original_fixture(folder)
     diffs = fx.compare()
-    assert diffs, f"{folder.name}: the reference model reproduced no stored output"
+    assert set(diffs) == COVERED.get(folder.name, set(fx.outputs)), set(diffs) ^ COVERED.get(folder.name, set(fx.outputs))
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= 1e-5, f"{folder.name}: {worst} differs by {diffs[worst]:.3g}"
