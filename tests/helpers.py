@@ -1,13 +1,43 @@
-"""Small helpers the reference-model tests share (pytest puts tests/ on sys.path)."""
+"""Small helpers the reference-model tests share (pytest puts tests/ on sys.path).
+
+Equivalence tests (a masked frame is a removed frame, a row of a batch is that example alone, ...) run
+in float64 with :func:`close64`: in float64 they test the arithmetic, while in float32 they would test
+which kernels the CPU picks (another CPU's sums round differently, by 1e-4 on STAGE's span logits)."""
+
+import copy
 
 import torch
 
+from sparc.contract import cast_floating
+
 TOL = 1e-5
+#: Relative tolerance of float64 equivalences: equal-in-exact-arithmetic float64 computations through
+#: these small models agree to ~1e-15 relative on any CPU (eps64 = 2.2e-16); a real defect (a padded
+#: frame leaking, a row seeing another row) moves outputs by 1e-3 or more, 10^7 times this.
+REL64 = 1e-10
 
 
 def close(a: torch.Tensor, b: torch.Tensor, tol: float = TOL) -> bool:
     """Max abs difference within ``tol``."""
     return (a - b).abs().max().item() <= tol
+
+
+def close64(a: torch.Tensor, b: torch.Tensor, rel: float = REL64) -> bool:
+    """Two float64 tensors equal up to float64 rounding: max abs difference within ``rel`` times
+    their largest magnitude."""
+    assert a.dtype == b.dtype == torch.float64, (a.dtype, b.dtype)
+    scale = max(a.abs().max().item(), b.abs().max().item())
+    return (a - b).abs().max().item() <= rel * scale
+
+
+def as64(x):
+    """``x`` (a tensor, or a dict / list / tuple of them) with its floating tensors in float64."""
+    return cast_floating(x, torch.float64)
+
+
+def model64(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of ``model`` (a copy: module-scoped fixtures share theirs between tests)."""
+    return copy.deepcopy(model).double()
 
 
 def run_eval(model, *args, **kwargs):
@@ -30,25 +60,30 @@ def probs_with_answer(p, answer: int, C: int = 3):
 def assert_padded_frames_ignored(model, qas, lens, feat_dim: int, T: int = 6):
     """With ``vid_lengths``, garbage in the padded frames changes nothing: every video of a batch gives
     the output (and the prediction) it gives alone, cut to its length (HGA / HME call convention
-    ``model(vid_feats, qas, qas_lengths, vid_lengths=...) -> (out, predict_idx)``)."""
+    ``model(vid_feats, qas, qas_lengths, vid_lengths=...) -> (out, predict_idx)``). Runs a float64
+    copy of ``model``: a leaking frame of garbage (50x the features' scale) would move ``out`` by far
+    more than :data:`REL64`."""
+    model, qas = model64(model), as64(qas)
     gen = torch.Generator().manual_seed(0)
-    vid = torch.randn(2, T, feat_dim, generator=gen)
+    vid = torch.randn(2, T, feat_dim, generator=gen, dtype=torch.float64)
     for vid_lengths in ([3, 6], [1, 4], [6, 6]):
         padded = vid.clone()
         for b, n in enumerate(vid_lengths):
-            padded[b, n:] = 50 * torch.randn(T - n, feat_dim, generator=gen)  # garbage
+            padded[b, n:] = 50 * torch.randn(T - n, feat_dim, generator=gen, dtype=torch.float64)  # garbage
         out, idx = run_eval(model, padded, qas, lens, vid_lengths=torch.tensor(vid_lengths))
         for b, n in enumerate(vid_lengths):
             alone, alone_idx = run_eval(model, vid[b : b + 1, :n], qas[b : b + 1], lens[b : b + 1])
-            assert close(out[b], alone[0]), (vid_lengths, b)
+            assert close64(out[b], alone[0]), (vid_lengths, b)
             assert idx[b].item() == alone_idx.item()
 
 
 def assert_batch_rows_equal_batches_of_one(model, vid, qas, lens):
     """Each row of a batch equals that example run alone (shapes ``(1, C)`` and ``(1,)``), HGA / HME
-    convention ``model(vid_feats, qas, qas_lengths) -> (out, predict_idx)``."""
+    convention ``model(vid_feats, qas, qas_lengths) -> (out, predict_idx)``; in float64 (a copy of
+    ``model``), to :data:`REL64`."""
+    model, vid, qas = model64(model), as64(vid), as64(qas)
     out, idx = run_eval(model, vid, qas, lens)
     for b in range(vid.shape[0]):
         out1, idx1 = run_eval(model, vid[b : b + 1], qas[b : b + 1], lens[b : b + 1])
         assert out1.shape == (1, qas.shape[1]) and idx1.shape == (1,)
-        assert close(out1[0], out[b]) and idx1.item() == idx[b].item()
+        assert close64(out1[0], out[b]) and idx1.item() == idx[b].item()

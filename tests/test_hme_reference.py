@@ -20,7 +20,8 @@ from sparc.adapters.hme import (
     hme_subset_mode,
 )
 from sparc.testing import FIXTURE_BUILDERS
-from helpers import assert_batch_rows_equal_batches_of_one, assert_padded_frames_ignored, close as _close, run_eval as _run  # tests/helpers.py
+from helpers import (as64, assert_batch_rows_equal_batches_of_one, assert_padded_frames_ignored, close64,  # tests/helpers.py
+                     model64, run_eval as _run)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "hme"
 
@@ -62,30 +63,34 @@ def test_batch_of_one_equals_row_of_batch(fx):
     assert_batch_rows_equal_batches_of_one(fx.model, fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"])
 
 
+# Equivalences run a float64 copy of the model (tests/helpers.py, REL64): float32 would also test
+# which kernels the CPU picks.
+
 def test_single_frame_is_finite(fx):
     vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
     out, _ = _run(fx.model, vid[:, :1], qas, lens)
     assert out.shape == (2, 5) and torch.isfinite(out).all()
-    out1, _ = _run(fx.model, vid[:1, :1], qas[:1], lens[:1])
-    assert _close(out1[0], out[0])
+    m, vid, qas = model64(fx.model), as64(vid), as64(qas)
+    out1, _ = _run(m, vid[:1, :1], qas[:1], lens[:1])
+    assert close64(out1[0], _run(m, vid[:, :1], qas, lens)[0][0])
 
 
 def test_candidates_are_scored_independently(fx):
-    vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
-    out, _ = _run(fx.model, vid, qas, lens)
-    out3, idx3 = _run(fx.model, vid, qas[:, [4, 0, 2]], lens[:, [4, 0, 2]])
-    assert out3.shape == (2, 3) and _close(out3, out[:, [4, 0, 2]])
+    model, vid, qas, lens = model64(fx.model), as64(fx.inputs["vid_feats"]), as64(fx.inputs["qas"]), fx.inputs["qas_lengths"]
+    out, _ = _run(model, vid, qas, lens)
+    out3, idx3 = _run(model, vid, qas[:, [4, 0, 2]], lens[:, [4, 0, 2]])
+    assert out3.shape == (2, 3) and close64(out3, out[:, [4, 0, 2]])
     assert torch.equal(idx3, out[:, [4, 0, 2]].argmax(1))
-    out10, _ = _run(fx.model, vid, torch.cat([qas, qas], 1), torch.cat([lens, lens], 1))  # mixup's "concat"
-    assert out10.shape == (2, 10) and _close(out10, torch.cat([out, out], 1))
+    out10, _ = _run(model, vid, torch.cat([qas, qas], 1), torch.cat([lens, lens], 1))  # mixup's "concat"
+    assert out10.shape == (2, 10) and close64(out10, torch.cat([out, out], 1))
 
 
 def test_question_padding_has_no_influence(fx):
-    vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
-    out, _ = _run(fx.model, vid, qas, lens)
-    garbage = 30 * torch.randn(*qas.shape[:2], 3, qas.shape[-1], generator=torch.Generator().manual_seed(1))
-    out_longer, _ = _run(fx.model, vid, torch.cat([qas, garbage], dim=2), lens)
-    assert _close(out_longer, out)
+    model, vid, qas, lens = model64(fx.model), as64(fx.inputs["vid_feats"]), as64(fx.inputs["qas"]), fx.inputs["qas_lengths"]
+    out, _ = _run(model, vid, qas, lens)
+    garbage = 30 * torch.randn(*qas.shape[:2], 3, qas.shape[-1], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out_longer, _ = _run(model, vid, torch.cat([qas, garbage], dim=2), lens)
+    assert close64(out_longer, out)
 
 
 def test_padded_frames_have_no_influence(fx):
@@ -134,27 +139,27 @@ def test_memory_first_step_by_hand():
 
 def test_memories_are_causal_and_batched_equals_original_call():
     torch.manual_seed(1)
-    text = MemoryRamModule(input_size=4, hidden_size=4, memory_bank_size=3)
-    video = MemoryRamTwoStreamModule(input_size=4, hidden_size=4, memory_bank_size=3)
-    a, m = torch.randn(3, 6, 4), torch.randn(3, 6, 4)
+    text = MemoryRamModule(input_size=4, hidden_size=4, memory_bank_size=3).double()
+    video = MemoryRamTwoStreamModule(input_size=4, hidden_size=4, memory_bank_size=3).double()
+    a, m = torch.randn(3, 6, 4, dtype=torch.float64), torch.randn(3, 6, 4, dtype=torch.float64)
     with torch.no_grad():
         batched_t, batched_v = text(a), video(a, m)
         for b, n in enumerate((6, 2, 4)):  # the original's call: one sample, its first n rows
-            assert _close(text(a[b, :n], n), batched_t[b, :n])
-            assert _close(video(a[b, :n], m[b, :n], n), batched_v[b, :n])
+            assert close64(text(a[b, :n], n), batched_t[b, :n])
+            assert close64(video(a[b, :n], m[b, :n], n), batched_v[b, :n])
         later = a.clone()
         later[:, 3:] = 100.0
-        assert _close(text(later)[:, :3], batched_t[:, :3]) and not _close(text(later)[:, 3:], batched_t[:, 3:])
+        assert close64(text(later)[:, :3], batched_t[:, :3]) and not close64(text(later)[:, 3:], batched_t[:, 3:])
 
 
 def test_per_candidate_vq_encoder_equals_batched_forward(fx):
-    vid, qas, lens = fx.inputs["vid_feats"], fx.inputs["qas"], fx.inputs["qas_lengths"]
-    model = fx.model.eval()
+    vid, qas, lens = as64(fx.inputs["vid_feats"]), as64(fx.inputs["qas"]), fx.inputs["qas_lengths"]
+    model = model64(fx.model).eval()
     with torch.no_grad():
         out, _ = model(vid, qas, lens)
         streams = model.vid_encoder(vid)
         for k in range(qas.shape[1]):  # the original's per-candidate call
-            assert _close(model.vq_encoder(streams, qas[:, k], lens[:, k]), out[:, k])
+            assert close64(model.vq_encoder(streams, qas[:, k], lens[:, k]), out[:, k])
 
 
 # --------------------------------------------------------------------------- adapter functions
@@ -171,34 +176,34 @@ def _sliced(model, batch, keep):
 
 @torch.no_grad()
 def test_reference_lengths_mode_equals_physical_removal():
-    model, adapter = cases.tiny_hme(HME).eval(), cases.MemoryAdapter()
-    batch = cases.hme_batch(4, 5, 0)
+    model, adapter = cases.tiny_hme(HME).eval().double(), cases.MemoryAdapter()
+    batch = as64(cases.hme_batch(4, 5, 0))
     assert hme_subset_mode(model) == adapter.mode_for(model) == "lengths"
     out = adapter.forward_subset(model, batch, KEEP).logits
-    assert _close(out, _sliced(model, batch, KEEP))
+    assert close64(out, _sliced(model, batch, KEEP))
 
 
 @torch.no_grad()
 def test_original_like_runs_in_bucket_mode_with_guards():
-    reference = cases.tiny_hme(HME).eval()
-    original = cases.tiny_hme(cases.OriginalLikeHME).eval()
+    reference = cases.tiny_hme(HME).eval().double()
+    original = cases.tiny_hme(cases.OriginalLikeHME).eval().double()
     original.load_state_dict(reference.state_dict())
     adapter = cases.original_adapter()
-    batch = cases.hme_batch(4, 5, 0)
+    batch = as64(cases.hme_batch(4, 5, 0))
     assert hme_subset_mode(original) == adapter.mode_for(original) == "bucket"
     # rows 1 (one frame) and 3 (two frames) each sit alone in a bucket: batches of one, padded by the guard
-    assert _close(adapter.forward_subset(original, batch, KEEP).logits, _sliced(reference, batch, KEEP))
+    assert close64(adapter.forward_subset(original, batch, KEEP).logits, _sliced(reference, batch, KEEP))
 
     one = {k: v[:1] for k, v in batch.items()}
     with pytest.raises(AssertionError, match="squeezes"):
         original(one["vid_feats"], one["qas"], one["qas_lengths"])
     whole = forward_hme(original, one).logits
-    assert whole.shape == (1, 5) and _close(whole, reference(one["vid_feats"], one["qas"], one["qas_lengths"])[0])
+    assert whole.shape == (1, 5) and close64(whole, reference(one["vid_feats"], one["qas"], one["qas_lengths"])[0])
 
     # non-contiguous features and lengths given as a list of lists also pass through
     odd = dict(batch, vid_feats=batch["vid_feats"].transpose(0, 1).contiguous().transpose(0, 1),
                qas_lengths=batch["qas_lengths"].tolist())
-    assert _close(forward_hme(original, odd).logits, reference(batch["vid_feats"], batch["qas"], batch["qas_lengths"])[0])
+    assert close64(forward_hme(original, odd).logits, reference(batch["vid_feats"], batch["qas"], batch["qas_lengths"])[0])
 
 
 def test_original_like_refuses_padded_lengths():
