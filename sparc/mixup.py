@@ -9,6 +9,16 @@ candidate axis (``candidate``) and, for open-ended QA, the question (``question`
 with ``π`` a permutation of the batch and ``t'`` the partner frame given by ``align``. Labels and the
 teacher priors of the changed frames are mixed with the same λ, so every later technique sees one
 consistent augmented batch.
+
+Multiple-choice labels follow what the model can score (``candidates``):
+
+- ``"concat"`` (EIGV): the candidate fields are concatenated with the partner's, the model scores 2C
+  candidates, target λ on the own answer and 1-λ on the partner's. Needs candidate fields: a model
+  that does not take its candidates as input cannot score the partner's.
+- ``"pairwise"`` (label mixing): the model keeps its own C candidates; candidate k is mixed with the
+  partner's candidate k (when there are candidate fields; none are mixed otherwise) and the target is
+  ``λ·onehot(a) + (1-λ)·onehot(a_π)``.
+- ``"auto"`` (default): ``"concat"`` when ``candidate`` names a field, else ``"pairwise"``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 ALIGN_MODES = ("causal", "position")
-CANDIDATE_MODES = ("concat", "pairwise")
+CANDIDATE_MODES = ("auto", "concat", "pairwise")
 
 
 @dataclass
@@ -82,6 +92,23 @@ def mix_frames(x: torch.Tensor, keep: torch.Tensor, perm: torch.Tensor, src: tor
     return torch.where(_expand_like(keep.to(x.device), x, dim), mixed, x)
 
 
+def resolve_candidates(candidates: str, candidate: Optional[Dict[str, int]], who: str = "mixup",
+                       adapter_name: Optional[str] = None) -> str:
+    """The concrete candidate mode (``"concat"`` or ``"pairwise"``) for ``candidates`` given the declared
+    candidate fields; ``"concat"`` without any is an error (the 2C-wide target could not be scored)."""
+    if candidates not in CANDIDATE_MODES:
+        raise ValueError(f"{who}: candidates must be one of {CANDIDATE_MODES}, got {candidates!r}")
+    if candidates == "auto":
+        return "concat" if candidate else "pairwise"
+    if candidates == "concat" and not candidate:
+        whose = f"{adapter_name} declares none" if adapter_name else "none was given (candidate={})"
+        raise ValueError(f"{who}: candidates='concat' makes the model score its partner's candidates too, which "
+                         f"needs an adapter that declares its candidate field (adapter.candidate); {whose}. "
+                         "Declare it (e.g. FunctionAdapter(..., candidate={'cands': 1})) or use candidates='auto' "
+                         "or 'pairwise' to mix the labels over the model's own candidates")
+    return candidates
+
+
 def _is_length_field(name: str) -> bool:
     return "len" in name.lower()
 
@@ -112,20 +139,22 @@ def temporal_guided_mixup(
     question: Optional[Dict[str, int]] = None,
     priors: Optional[torch.Tensor] = None,
     align: str = "causal",
-    candidates: str = "concat",
+    candidates: str = "auto",
     open_ended: bool = False,
 ) -> MixedBatch:
     """Temporal-guided mixup (SpARC A.2). See the module docstring for the frame equation.
 
     Multiple choice, ``candidates="concat"`` (EIGV): the 2C candidates ``[own C, partner's C]``, target
-    λ on the own answer and 1-λ on the partner's (shifted by C). ``"pairwise"``: candidate k is mixed
-    with the partner's candidate k, target ``λ·onehot(a) + (1-λ)·onehot(a_π)``. Open-ended
+    λ on the own answer and 1-λ on the partner's (shifted by C); needs ``candidate`` fields.
+    ``"pairwise"``: candidate k is mixed with the partner's candidate k (no candidate fields: nothing
+    but the frames is mixed), target ``λ·onehot(a) + (1-λ)·onehot(a_π)`` over the C candidates.
+    ``"auto"``: concat when ``candidate`` names a field, else pairwise. Open-ended
     (``open_ended=True``): the question fields are mixed with λ and the target is the pairwise one.
     Priors of changed frames are mixed the same way over the same candidate layout.
     """
-    if candidates not in CANDIDATE_MODES:
-        raise ValueError(f"candidates must be one of {CANDIDATE_MODES}, got {candidates!r}")
     candidate = candidate or {}
+    # Open-ended labels are always mixed pairwise: no candidate mode applies there.
+    mode = "pairwise" if open_ended and candidates in CANDIDATE_MODES else resolve_candidates(candidates, candidate)
     question = question or {}
     answer = answer.long()
     perm = perm.to(keep.device)
@@ -137,7 +166,7 @@ def temporal_guided_mixup(
             out[name] = mix_frames(x, keep, perm, src, lam, dim)
 
     onehot = F.one_hot(answer, num_candidates).float()
-    concat = candidates == "concat" and not open_ended
+    concat = mode == "concat"
     if concat:
         for name, dim in candidate.items():
             x = batch.get(name)

@@ -20,6 +20,8 @@ class Step:
         self.answer = answer                  # hard labels of the un-augmented batch, [B]
         self.target: torch.Tensor = answer    # [B] indices, or [B, C] soft labels after a mixup
         self.num_candidates = num_candidates
+        # Where num_candidates came from, for the error when the model's logits disagree with it.
+        self.candidates_from = "the batch"
         self._select_keep = select_keep
         self._keep: Optional[torch.Tensor] = None
         self._views: Dict[str, object] = {}
@@ -44,6 +46,17 @@ class Step:
         return self.priors
 
     # ---- views --------------------------------------------------------------------------------
+    def _check_width(self, view: str, logits: torch.Tensor) -> torch.Tensor:
+        """A model whose logits are not [B, C] for the step's C would fail later as an opaque shape
+        mismatch inside a loss; say which C was expected and why."""
+        C = self.num_candidates
+        if C > 0 and logits.dim() == 2 and logits.shape[1] != C:
+            raise ValueError(
+                f"the model's {view} forward through {type(self.adapter).__name__} returned logits of shape "
+                f"{tuple(logits.shape)}, but this step scores {C} candidates ({self.candidates_from}); the model "
+                f"must return [B, {C}] (field: logits)")
+        return logits
+
     def _cached(self, name: str, compute):
         if name not in self._views:
             self._views[name] = compute()
@@ -51,7 +64,11 @@ class Step:
 
     def whole(self) -> ModelOutput:
         """M(V, Q): the model on the whole video."""
-        return self._cached("whole", lambda: self.adapter.forward(self.model, self.batch))
+        def compute():
+            out = self.adapter.forward(self.model, self.batch)
+            self._check_width("whole-video", out.logits)
+            return out
+        return self._cached("whole", compute)
 
     def causal(self) -> torch.Tensor:
         """M(V_c, Q) logits ``[B, C]`` on the causal frames. Rows that keep every valid frame reuse the
@@ -72,7 +89,7 @@ class Step:
         """M({f_i}, Q) logits on one frame per sample; the index is fixed by the first caller."""
         def compute():
             keep = torch.nn.functional.one_hot(index, self.adapter.num_frames(self.batch)).bool()
-            return self.adapter.forward_subset(self.model, self.batch, keep).logits
+            return self._check_width("single-frame", self.adapter.forward_subset(self.model, self.batch, keep).logits)
         if "single" in self._views and not torch.equal(self._views["single_index"], index):
             raise RuntimeError("the single-frame view was already computed for other frames this step")
         self._views["single_index"] = index

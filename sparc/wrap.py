@@ -19,6 +19,10 @@ from sparc.techniques.base import Technique
 from sparc.techniques.temporal_guidance import TemporalGuidance
 from sparc.techniques.temporal_guided_mixup import TemporalGuidedMixup
 
+# Tolerance on a prior row's sum: the store accepts 1e-3 before its float16 cast, which moves a row's
+# sum by at most 2^-11 of it; 5e-3 also admits softmaxes computed in bfloat16. Logits fail by far.
+PRIOR_ROW_ATOL = 5e-3
+
 
 def _task_loss(name: Union[str, Callable]) -> Callable:
     if callable(name):
@@ -54,6 +58,8 @@ class SparcModel(nn.Module):
         for t in self.techniques:
             if not isinstance(t, Technique):
                 raise TypeError(f"{type(t).__name__} is not a sparc Technique")
+        for t in self.techniques:
+            t.bind(adapter)
         self.task_loss = _task_loss(task_loss)
         self._selector = self._pick_selector()
 
@@ -80,13 +86,33 @@ class SparcModel(nn.Module):
         return {"find_unused_parameters": bool(getattr(self.adapter, "find_unused_parameters", False))}
 
     # ---- input checks -------------------------------------------------------------------------
-    def _num_candidates(self, batch: dict, priors: Optional[torch.Tensor]) -> int:
+    def _num_candidates(self, batch: dict, priors: Optional[torch.Tensor]):
+        """C, and where it came from (for error messages)."""
         for name, dim in self.adapter.candidate.items():
             if batch.get(name) is not None:
-                return batch[name].shape[dim]
+                return batch[name].shape[dim], f"field {name!r} has {batch[name].shape[dim]}"
         if priors is not None:
-            return priors.shape[2]
-        return int(getattr(self.adapter, "num_answers", 0) or 0) or -1
+            return priors.shape[2], f"the priors' last axis has {priors.shape[2]}"
+        n = int(getattr(self.adapter, "num_answers", 0) or 0)
+        return (n, f"{type(self.adapter).__name__}.num_answers is {n}") if n else (-1, "unknown")
+
+    def _answer(self, batch: dict) -> torch.Tensor:
+        field = self.adapter.answer_field
+        if field not in batch:
+            raise ValueError(f"the batch has no {field!r} field, where {type(self.adapter).__name__} reads the "
+                             f"correct answer index of each question (adapter.answer_field); the batch has "
+                             f"{sorted(map(str, batch))}. Add it, or pass answer=... (field: {field})")
+        return batch[field]
+
+    def _check_features(self, batch: dict) -> None:
+        """NaN/inf in a temporal field: one reduction per field; the row is located only on failure."""
+        for name in self.adapter.temporal:
+            x = batch.get(name)
+            if not torch.is_tensor(x) or not x.is_floating_point() or bool(torch.isfinite(x).all()):
+                continue
+            r = int(torch.nonzero(~torch.isfinite(x).flatten(1).all(dim=1))[0])
+            raise ValueError(f"qid {_qid(batch, self.adapter.qid_field, r)}: field {name!r} contains NaN or inf "
+                             f"(field: {name})")
 
     def _check(self, batch: dict, priors: Optional[torch.Tensor], answer: torch.Tensor, num_candidates: int) -> None:
         qf = self.adapter.qid_field
@@ -96,6 +122,7 @@ class SparcModel(nn.Module):
                 r = int(bad[0])
                 raise ValueError(f"qid {_qid(batch, qf, r)}: answer index {int(answer[r])} is out of range "
                                  f"for {num_candidates} candidates (field: {self.adapter.answer_field})")
+        self._check_features(batch)
         if priors is None:
             return
         T = self.adapter.num_frames(batch)
@@ -108,24 +135,50 @@ class SparcModel(nn.Module):
         if num_candidates > 0 and priors.shape[2] != num_candidates:
             raise ValueError(f"qid {_qid(batch, qf, 0)}: priors have {priors.shape[2]} candidates but the "
                              f"batch has {num_candidates} (field: priors)")
-        finite = torch.isfinite(priors).flatten(1).all(dim=1)
-        if not finite.all():
-            r = int(torch.nonzero(~finite)[0])
+        self._check_prior_values(batch, priors)
+
+    def _check_prior_values(self, batch: dict, priors: torch.Tensor) -> None:
+        """Priors are the teacher's probabilities: finite, in [0, 1], each valid frame's row summing to 1
+        within PRIOR_ROW_ATOL (frames past a video's length may be the store's zero padding). One sum
+        over the candidates and one min/max; rows are located only when something is wrong."""
+        qf = self.adapter.qid_field
+        p = priors.float()
+        sums = p.sum(dim=2)                                   # NaN/inf anywhere in a row reach its sum
+        finite = torch.isfinite(sums)
+        lo, hi = p.aminmax() if bool(finite.all()) else (p.new_zeros(()), p.new_zeros(()))
+        valid = self.adapter.valid_frames(batch).to(p.device)
+        off = ((sums - 1).abs() > PRIOR_ROW_ATOL) & valid
+        if bool(finite.all()) and float(lo) >= 0 and float(hi) <= 1 + PRIOR_ROW_ATOL and not bool(off.any()):
+            return
+        if not bool(finite.all()):
+            r = int(torch.nonzero(~finite.all(dim=1))[0])
             raise ValueError(f"qid {_qid(batch, qf, r)}: priors contain NaN or inf (field: priors)")
+        what = "must be probabilities (softmax over candidates)"
+        outside = ((p < 0) | (p > 1 + PRIOR_ROW_ATOL)).flatten(1).any(dim=1)
+        if bool(outside.any()):
+            r = int(torch.nonzero(outside)[0])
+            raise ValueError(f"qid {_qid(batch, qf, r)}: priors {what}; got values outside [0, 1] "
+                             f"(min {float(p[r].min()):.4g}, max {float(p[r].max()):.4g}) (field: priors)")
+        r, t = (int(i) for i in torch.nonzero(off)[0])
+        raise ValueError(f"qid {_qid(batch, qf, r)}: priors {what}; got rows summing to {float(sums[r, t]):.6g} "
+                         f"(frame {t}; each frame's row must sum to 1 within {PRIOR_ROW_ATOL:g}) (field: priors)")
 
     # ---- forward ------------------------------------------------------------------------------
     def forward(self, batch: dict, priors: Optional[torch.Tensor] = None, answer: Optional[torch.Tensor] = None):
         if not self.training:
             return self.adapter.forward(self.model, batch)
         if answer is None:
-            answer = batch[self.adapter.answer_field]
+            answer = self._answer(batch)
         answer = torch.as_tensor(answer).long()
-        num_candidates = self._num_candidates(batch, priors)
+        if priors is not None:
+            priors = torch.as_tensor(priors)               # numpy arrays from the user's own code
+        num_candidates, candidates_from = self._num_candidates(batch, priors)
         self._check(batch, priors, answer, num_candidates)
         if priors is not None:
             priors = priors.to(answer.device, torch.float32)
         select = self._selector.select if self._selector is not None else None
         step = Step(self.model, self.adapter, batch, priors, answer, num_candidates, select)
+        step.candidates_from = candidates_from
 
         for t in self.techniques:
             if t.augments:

@@ -61,9 +61,15 @@ def expected_source(keep, perm, align):
     return src
 
 
+def cand_feats(b=B):
+    return torch.arange(b * C * 2, dtype=torch.float64).view(b, C, 2)
+
+
 def run(lam, align="causal", candidates="concat", priors=None, **kw):
     batch = {"video": frames(), "qid": ["a", "b", "c"]}
     batch.update(kw.pop("extra", {}))
+    if candidates == "concat" and "candidate" not in kw:  # concat needs a candidate field to double
+        kw["candidate"], batch["cands"] = {"cands": 1}, cand_feats()
     return temporal_guided_mixup(
         batch,
         temporal={"video": 1},
@@ -303,8 +309,9 @@ def test_batch_of_three_with_generator_perm():
     g = torch.Generator().manual_seed(5)
     perm = sample_partners(3, g)
     assert sorted(perm.tolist()) == [0, 1, 2]
-    out = temporal_guided_mixup({"video": frames()}, temporal={"video": 1}, keep=KEEP, answer=ANSWER,
-                                lam=0.4, perm=perm, num_candidates=C, priors=random_priors())
+    out = temporal_guided_mixup({"video": frames(), "cands": cand_feats()}, temporal={"video": 1}, keep=KEEP,
+                                answer=ANSWER, lam=0.4, perm=perm, num_candidates=C, priors=random_priors(),
+                                candidate={"cands": 1})
     assert out.batch["video"].shape == (3, T, D)
     assert out.target.shape == (3, 2 * C)
     assert torch.allclose(out.priors.sum(-1), torch.ones(3, T, dtype=torch.float64))
@@ -319,8 +326,9 @@ def test_batch_of_one_is_its_own_partner():
     priors = random_priors(b=1)
     ans = torch.tensor([1])
     for candidates in ("concat", "pairwise"):
-        out = temporal_guided_mixup({"video": f}, temporal={"video": 1}, keep=keep, answer=ans, lam=0.3,
-                                    perm=perm, num_candidates=C, priors=priors, candidates=candidates)
+        out = temporal_guided_mixup({"video": f, "cands": cand_feats(1)}, temporal={"video": 1}, keep=keep,
+                                    answer=ans, lam=0.3, perm=perm, num_candidates=C, priors=priors,
+                                    candidates=candidates, candidate={"cands": 1})
         assert torch.allclose(out.batch["video"], f)  # mixing a frame with itself
         if candidates == "pairwise":
             assert torch.allclose(out.target, torch.tensor([[0.0, 1.0, 0.0]]))
@@ -337,8 +345,8 @@ def test_vanilla_mixup_mixes_every_frame_position_aligned():
     lam = 0.45
     f = frames()
     priors = random_priors()
-    out = mixup({"video": f}, temporal={"video": 1}, answer=ANSWER, lam=lam, perm=PERM, num_candidates=C,
-                priors=priors)
+    out = mixup({"video": f, "cands": cand_feats()}, temporal={"video": 1}, answer=ANSWER, lam=lam, perm=PERM,
+                num_candidates=C, priors=priors, candidate={"cands": 1})
     assert torch.allclose(out.batch["video"], lam * f + (1 - lam) * f[PERM])
     assert out.source_frame.tolist() == [list(range(T))] * B
     own, other = out.priors[..., :C], out.priors[..., C:]
@@ -388,3 +396,42 @@ def test_sample_lambda_leaves_global_rng_alone():
     torch.manual_seed(0)
     sample_lambda(0.1, 0.1, torch.Generator().manual_seed(1))
     assert torch.equal(torch.rand(1), before)
+
+
+# ---- candidate modes: what the adapter can express ---------------------------------------------------
+
+# Two questions, two frames of one feature, three candidates; row 0 keeps frame 0, row 1 both frames.
+SMALL_VIDEO = torch.tensor([[[1.0], [2.0]], [[10.0], [20.0]]])
+SMALL_KEEP = torch.tensor([[True, False], [True, True]])
+SMALL_PRIORS = torch.tensor([[[0.6, 0.2, 0.2], [0.1, 0.1, 0.8]],
+                             [[0.2, 0.2, 0.6], [0.0, 0.4, 0.6]]])
+
+
+def test_auto_without_candidate_fields_mixes_frames_and_labels_by_hand():
+    question = torch.tensor([[5.0], [7.0]])
+    out = temporal_guided_mixup({"video": SMALL_VIDEO, "question": question}, temporal={"video": 1},
+                                keep=SMALL_KEEP, answer=torch.tensor([0, 2]), lam=0.75, perm=torch.tensor([1, 0]),
+                                num_candidates=3, priors=SMALL_PRIORS)
+    # row 0, frame 0 with row 1's first causal frame: .75*1 + .25*10; frame 1 is not causal.
+    # row 1, frames 0 and 1 with row 0's only causal frame 0 (cycled): .75*10 + .25*1, .75*20 + .25*1.
+    assert out.batch["video"].flatten().tolist() == [3.25, 2.0, 7.75, 15.25]
+    # labels over the model's own 3 candidates: .75*onehot(0) + .25*onehot(2), and the reverse
+    assert out.target.tolist() == [[0.75, 0.0, 0.25], [0.25, 0.0, 0.75]]
+    assert out.batch["question"] is question             # no candidate field declared: nothing else is mixed
+    expected_priors = [[[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]],
+                       [[0.3, 0.2, 0.5], [0.15, 0.35, 0.5]]]
+    assert torch.allclose(out.priors, torch.tensor(expected_priors))
+
+
+def test_auto_with_a_candidate_field_is_concat():
+    out = run(0.7, candidates="auto", candidate={"cands": 1}, extra={"cands": cand_feats()})
+    assert out.target.shape == (B, 2 * C)
+    assert out.batch["cands"].shape == (B, 2 * C, 2)
+
+
+def test_concat_without_a_candidate_field_is_refused():
+    with pytest.raises(ValueError, match=r"candidates='concat' .* declares its candidate field"):
+        run(0.5, candidates="concat", candidate={})
+    with pytest.raises(ValueError, match=r"candidates='concat'"):
+        mixup({"video": frames()}, temporal={"video": 1}, answer=ANSWER, lam=0.5, perm=PERM, num_candidates=C,
+              candidates="concat")

@@ -214,6 +214,178 @@ def test_ddp_kwargs():
     assert sparc.wrap(MeanScorer(), toy_adapter(), []).ddp_kwargs() == {"find_unused_parameters": False}
 
 
+class VideoQuestionModel(nn.Module):
+    """The README quickstart's kind of model: video [B, T, D] and question [B, D] features -> [B, C]
+    logits; it takes no candidate inputs."""
+
+    def __init__(self, dim=1, num_candidates=3):
+        super().__init__()
+        self.frame, self.head = nn.Linear(dim, dim), nn.Linear(2 * dim, num_candidates)
+
+    def forward(self, video, question):
+        return self.head(torch.cat([self.frame(video).mean(1), question], dim=-1))
+
+
+def video_question_adapter(**kw):
+    return FunctionAdapter(lambda m, b: m(b["video"], b["question"]), temporal={"video": 1}, **kw)
+
+
+class Spy(sparc.Technique):
+    """Records what the techniques after the mixups see."""
+
+    def loss_terms(self, step):
+        self.seen = {"video": step.batch["video"].clone(), "question": step.batch["question"],
+                     "target": step.target.clone(), "priors": step.priors.clone()}
+        return {}
+
+
+def small_batch():
+    return {"video": torch.tensor([[[1.0], [2.0]], [[10.0], [20.0]]]), "question": torch.tensor([[5.0], [7.0]]),
+            "qid": ["q0", "q1"], "answer": torch.tensor([0, 2])}
+
+
+# keeps frame 0 of q0 (P[., ., a=0] = .6, .1) and both frames of q1 (P[., ., a=2] = .6, .6)
+SMALL_PRIORS = torch.tensor([[[0.6, 0.2, 0.2], [0.1, 0.1, 0.8]],
+                             [[0.2, 0.2, 0.6], [0.0, 0.4, 0.6]]])
+
+
+def test_tgm_without_a_candidate_field_mixes_labels_over_the_models_own_candidates():
+    """The README quickstart's case: the default candidates='auto' picks label mixing, the model keeps
+    its 3 logits, and the step's frames, target and priors are the hand-computed ones for λ=.75, π=[1, 0]."""
+    tgm, spy = sparc.TemporalGuidedMixup(), Spy()
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(), [sparc.TemporalGuidance(), tgm, spy])
+    assert tgm.candidate_mode == "pairwise"
+    tgm._draw = lambda batch_size: (0.75, torch.tensor([1, 0]))
+    batch = small_batch()
+    out = wrapped(batch, priors=SMALL_PRIORS)
+    assert out.logits.shape == (2, 3)
+    assert spy.seen["video"].flatten().tolist() == [3.25, 2.0, 7.75, 15.25]
+    assert spy.seen["target"].tolist() == [[0.75, 0.0, 0.25], [0.25, 0.0, 0.75]]
+    assert spy.seen["question"] is batch["question"]
+    assert torch.allclose(spy.seen["priors"], torch.tensor([[[0.5, 0.2, 0.3], [0.1, 0.1, 0.8]],
+                                                            [[0.3, 0.2, 0.5], [0.15, 0.35, 0.5]]]))
+    out.loss.backward()
+
+
+def test_vanilla_mixup_without_a_candidate_field_mixes_labels():
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(), [sparc.Mixup(alpha=1.0, beta=1.0)])
+    out = wrapped(small_batch(), priors=SMALL_PRIORS)
+    assert out.logits.shape == (2, 3) and torch.isfinite(out.loss)
+
+
+def test_tgm_with_a_candidate_field_defaults_to_concat():
+    tgm = sparc.TemporalGuidedMixup()
+    sparc.wrap(MeanScorer(), toy_adapter(), [tgm])
+    assert tgm.candidate_mode == "concat"
+
+
+@pytest.mark.parametrize("technique", [sparc.TemporalGuidedMixup, sparc.Mixup])
+def test_explicit_concat_without_a_candidate_field_fails_at_wrap(technique):
+    with pytest.raises(ValueError, match=r"candidates='concat'.*adapter\.candidate.*FunctionAdapter declares none"):
+        sparc.wrap(VideoQuestionModel(), video_question_adapter(), [technique(candidates="concat")])
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"alpha": 0.0}, "alpha must be a positive number"),
+    ({"beta": -0.1}, "beta must be a positive number"),
+    ({"alpha": float("nan")}, "alpha must be a positive number"),
+    ({"align": "diagonal"}, r"align must be one of \('causal', 'position'\), got 'diagonal'"),
+    ({"candidates": "stacked"}, r"candidates must be one of \('auto', 'concat', 'pairwise'\)"),
+    ({"empty": "none"}, "empty must be None or one of"),
+    ({"threshold": 1.5}, r"threshold must be None .* in \[0, 1\]"),
+])
+def test_mixup_hyperparameters_are_validated(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sparc.TemporalGuidedMixup(**kwargs)
+
+
+def test_mixup_hyperparameters_are_validated_for_vanilla_mixup():
+    with pytest.raises(ValueError, match="Mixup: beta must be a positive number"):
+        sparc.Mixup(beta=0)
+
+
+def test_logits_narrower_than_the_step_candidates_is_a_clear_error():
+    """An adapter that declares a candidate field its forward never passes on: concat doubles the field,
+    the model still returns C logits; the error says so instead of a shape mismatch inside a loss."""
+    adapter = FunctionAdapter(lambda m, b: m(b["video"], b["question"]), temporal={"video": 1},
+                              candidate={"cands": 1})
+    batch = dict(small_batch(), cands=torch.randn(2, 3, 4))
+    wrapped = sparc.wrap(VideoQuestionModel(), adapter, [sparc.TemporalGuidance(), sparc.TemporalGuidedMixup()])
+    with pytest.raises(ValueError, match=r"returned logits of shape \(2, 3\), but this step scores 6 candidates "
+                                         r"\(candidates='concat' appended .*\['cands'\]"):
+        wrapped(batch, priors=SMALL_PRIORS)
+
+
+def test_missing_answer_field_names_it_and_lists_the_batch_keys():
+    batch = small_batch()
+    del batch["answer"]
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(answer_field="label"), [])
+    with pytest.raises(ValueError, match=r"no 'label' field.*adapter\.answer_field.*\['qid', 'question', 'video'\]"):
+        wrapped(batch)
+    wrapped.eval()
+    assert wrapped(batch).logits.shape == (2, 3)        # eval needs no answer
+
+
+def test_numpy_priors_are_accepted():
+    batch = small_batch()
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(),
+                         [sparc.TemporalGuidance(), sparc.SpatialDistillation()])
+    wrapped.reseed(0)
+    from_numpy = wrapped(batch, priors=SMALL_PRIORS.numpy().astype("float64")).loss
+    wrapped.reseed(0)
+    assert torch.equal(from_numpy, wrapped(batch, priors=SMALL_PRIORS).loss)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: torch.log(p + 0.1) * 3, r"qid q0: priors must be probabilities \(softmax over candidates\); "
+                                        r"got values outside \[0, 1\] \(min -?[0-9.]+, max -?[0-9.]+\) \(field: priors\)"),
+    (lambda p: p.index_put((torch.tensor([1]), torch.tensor([1])), torch.tensor([0.5, 0.5, 0.5])),
+     r"qid q1: priors must be probabilities \(softmax over candidates\); got rows summing to 1\.5 \(frame 1"),
+    (lambda p: p.index_put((torch.tensor([1]), torch.tensor([0]), torch.tensor([2])), torch.tensor(float("inf"))),
+     r"qid q1: priors contain NaN or inf"),
+])
+def test_priors_must_be_probabilities(make, match):
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(), [sparc.TemporalGuidance()])
+    with pytest.raises(ValueError, match=match):
+        wrapped(small_batch(), priors=make(SMALL_PRIORS.clone()))
+
+
+def test_priors_within_the_stated_tolerance_and_zero_padding_pass():
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(), [sparc.TemporalGuidance()])
+    stored = SMALL_PRIORS.half().float()                 # a float16 store's rounding
+    stored[0, 0] += torch.tensor([2e-3, 0.0, 0.0])       # a row off by 2e-3 < 5e-3
+    wrapped(small_batch(), priors=stored)
+    # frames past a video's length may be the store's zero padding
+    padded_wrap = sparc.wrap(MeanScorer(), toy_adapter(), [sparc.TemporalGuidance()])
+    batch = dict(toy_batch(), lengths=torch.tensor([5, 3, 5, 4]))
+    priors = priors_with(torch.full((4, 5), 0.9), batch["answer"])
+    priors[1, 3:] = 0.0
+    priors[3, 4:] = 0.0
+    padded_wrap(batch, priors=priors)
+    priors[2, 4] = 0.0                                   # but a real frame of zeros is not a distribution
+    with pytest.raises(ValueError, match=r"qid q2: .* got rows summing to 0 \(frame 4"):
+        padded_wrap(batch, priors=priors)
+
+
+def test_nan_in_a_temporal_field_names_the_qid_and_field_in_training_only():
+    batch = small_batch()
+    batch["video"][1, 0, 0] = float("nan")
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(), [])
+    with pytest.raises(ValueError, match=r"qid q1: field 'video' contains NaN or inf \(field: video\)"):
+        wrapped(batch)
+    batch["video"][1, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"qid q1: field 'video'"):
+        wrapped(batch)
+    wrapped.eval()
+    assert not torch.isfinite(wrapped(batch).logits[1]).any()   # eval stays the bare model's forward
+
+
+def test_integer_temporal_fields_are_not_checked():
+    adapter = FunctionAdapter(lambda m, b: m(b["video"], b["question"]), temporal={"video": 1, "frame_ids": 1})
+    batch = dict(small_batch(), frame_ids=torch.tensor([[0, 1], [0, 1]]))
+    assert torch.isfinite(sparc.wrap(VideoQuestionModel(), adapter, [])(batch).loss)
+
+
 def test_import_sparc_stays_light():
     import subprocess
     import sys

@@ -31,6 +31,10 @@ class Technique(nn.Module):
         self.seed = seed
         self.generator.manual_seed(seed)
 
+    def bind(self, adapter) -> None:
+        """Called once by ``wrap`` with the adapter: settle anything that depends on what the adapter
+        declares, and refuse a pairing that cannot work before the first step runs."""
+
     def augment(self, step) -> None:
         pass
 
