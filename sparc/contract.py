@@ -96,13 +96,17 @@ def causal_priors(batch_size: int, num_frames: int, num_candidates: int, answer:
                   seed: int = 0) -> torch.Tensor:
     """Teacher-like priors ``[B, T, C]``: the correct answer gets 0.9 on every other frame (offset by
     the row), so TemporalGuidance at threshold 0.5 keeps a partial set of frames in every row with
-    two or more frames; elsewhere a random distribution."""
+    two or more frames; elsewhere at most 0.4. Every row is a distribution (sums to 1), as wrap requires."""
+    if num_candidates == 1:
+        return torch.ones(batch_size, num_frames, 1)
     g = torch.Generator().manual_seed(seed)
-    priors = torch.softmax(torch.randn(batch_size, num_frames, num_candidates, generator=g), dim=-1) * 0.4
+    base = torch.softmax(torch.randn(batch_size, num_frames, num_candidates, generator=g), dim=-1)
     causal = (torch.arange(num_frames)[None] + torch.arange(batch_size)[:, None]) % 2 == 0
-    rows = torch.nonzero(causal)
-    priors[rows[:, 0], rows[:, 1], answer[rows[:, 0]]] = 0.9
-    return priors
+    index = answer.long().view(-1, 1, 1).expand(batch_size, num_frames, 1)
+    p_answer = torch.where(causal, torch.tensor(0.9), 0.4 * base.gather(2, index)[..., 0])
+    rest = base.scatter(2, index, 0.0)
+    rest = rest / rest.sum(dim=2, keepdim=True) * (1 - p_answer)[..., None]
+    return rest.scatter(2, index, p_answer[..., None])
 
 
 def sparc_techniques(case: AdapterCase, mixup: bool = True) -> list:

@@ -131,3 +131,30 @@ def test_sparc_adapters_exports_the_public_names():
     for name in ("HGA", "HME", "VGT", "STAGE", "MemoryAttention",
                  "HGAAdapter", "VGTAdapter", "STAGEAdapter", "MemoryAdapter", "FunctionAdapter"):
         assert name in adapters.__all__ and hasattr(adapters, name)
+
+
+def test_quickstart_case_passes_the_whole_contract():
+    """The README quickstart's model (no candidate inputs) and FunctionAdapter pass check_adapter (before
+    temporal-guided mixup followed the adapter, its default concat made the step fail on a shape mismatch)."""
+    case = next(c for c in CASES if c.name == "function-quickstart")
+    contract.check_adapter(case)
+
+
+def test_an_adapter_that_drops_its_declared_candidate_field_fails_clearly():
+    """Declaring a candidate field the forward never passes on: concat doubles it, the model still
+    scores C; the contract names the cause instead of a tensor-size mismatch."""
+    import dataclasses
+
+    from sparc.adapters import FunctionAdapter
+
+    case = next(c for c in CASES if c.name == "function-quickstart")
+    adapter = FunctionAdapter(lambda m, b: m(b["video"], b["question"]), temporal={"video": 1},
+                              candidate={"cands": 1})
+
+    def make_batch(batch_size, num_frames, seed):
+        return dict(case.make_batch(batch_size, num_frames, seed), cands=torch.randn(batch_size, 5, 3))
+
+    broken = dataclasses.replace(case, name="drops-candidates", adapter=adapter, make_batch=make_batch)
+    with pytest.raises(AssertionError, match=r"drops-candidates: .*returned logits of shape \(4, 5\), but this step "
+                                             r"scores 10 candidates \(candidates='concat' appended"):
+        contract.check_gradients(broken)
