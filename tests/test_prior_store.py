@@ -77,6 +77,28 @@ def test_add_many_and_from_arrays_and_tensor_input(tmp_path):
     assert dir_bytes(tmp_path / "a") == dir_bytes(tmp_path / "b")  # same boundaries -> same bytes
 
 
+def test_from_arrays_takes_a_torch_tensor_of_probabilities_and_validates_like_the_writer(tmp_path):
+    """Priors a user computed themselves: [N, T, C] softmax output (torch) -> an opened store."""
+    logits = torch.randn(3, T, C, generator=torch.Generator().manual_seed(0))
+    store = PriorStore.from_arrays(tmp_path / "mine", ["a", "b", "c"], logits.softmax(-1))
+    assert (len(store), store.num_frames, store.num_candidates) == (3, T, C)
+    assert torch.allclose(store.lookup(["c", "a"]), logits.softmax(-1)[[2, 0]])
+    # raw logits are refused, naming the qid, and leave nothing behind: the same call can be retried
+    with pytest.raises(ValueError, match=r"qid 'a': probs has negative values .*\(field: probs\)"):
+        PriorStore.from_arrays(tmp_path / "raw", ["a", "b", "c"], logits)
+    assert not (tmp_path / "raw").exists()
+    unnormalised = logits.exp()
+    with pytest.raises(ValueError, match=r"qid 'a': probs frame 0 sums to [0-9.]+, expected 1"):
+        PriorStore.from_arrays(tmp_path / "raw", ["a", "b", "c"], unnormalised)
+    assert not (tmp_path / "raw").exists()
+    with pytest.raises(ValueError, match=r"expected probs \[N=2, frames, candidates\]"):
+        PriorStore.from_arrays(tmp_path / "raw", ["a", "b"], logits.softmax(-1))
+    PriorStore.from_arrays(tmp_path / "raw", ["a", "b", "c"], logits.softmax(-1).numpy())
+    with pytest.raises(FileExistsError):                 # an existing store is never removed
+        PriorStore.from_arrays(tmp_path / "raw", ["d"], logits.softmax(-1)[:1])
+    assert len(PriorStore.open(tmp_path / "raw")) == 3
+
+
 def test_int_qids_are_strings(tmp_path):
     probs = make_probs(3)
     store = PriorStore.from_arrays(tmp_path / "s", [0, np.int64(1), "2"], probs)

@@ -282,15 +282,26 @@ class PriorStore:
         """Write ``qids``/``probs`` ([N, T, C] array, or a list of [t_i, C]
         with ``pad_frames=True``) to a new store and return it opened.
 
-        ``num_frames``/``num_candidates`` default to the array's shape.
+        For priors computed outside ``sparc extract-priors``: ``probs`` (numpy
+        or torch) are probabilities over each question's candidates, every
+        frame's row summing to 1, validated as :meth:`PriorStoreWriter.add`
+        does (a ``ValueError`` naming the qid).  ``num_frames``/``num_candidates``
+        default to the array's shape; other keywords go to :meth:`create`.
+        Nothing is left at ``path`` when validation fails (unless it existed).
         """
         if not isinstance(probs, (list, tuple)):
             probs = _to_numpy(probs)
             if probs.ndim == 3:
                 create_kwargs.setdefault("num_frames", probs.shape[1])
                 create_kwargs.setdefault("num_candidates", probs.shape[2])
-        with cls.create(path, **create_kwargs) as w:
-            w.add_many(qids, probs)
+        existed = os.path.exists(path)
+        try:
+            with cls.create(path, **create_kwargs) as w:
+                w.add_many(qids, probs)
+        except BaseException:
+            if not existed:  # a one-shot write: don't leave a manifest-only store that blocks the retry
+                shutil.rmtree(path, ignore_errors=True)
+            raise
         return cls.open(path)
 
     def __reduce__(self):
