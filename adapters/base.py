@@ -183,7 +183,12 @@ class Adapter:
 class FunctionAdapter(Adapter):
     """Drive any model with a function: ``FunctionAdapter(lambda m, x: m(x["video"], x["question"]),
     temporal={"video": 1}, subset="bucket")``. The function returns logits, a tuple starting with
-    them, or a :class:`ModelOutput`."""
+    them, or a :class:`ModelOutput`.
+
+    ``candidate={field: dim}`` names the inputs that carry the answer candidates, for a model that takes
+    them as inputs: TemporalGuidedMixup then appends the partner's candidates (EIGV's concat). A model
+    that scores a fixed set of C answers from video and question alone declares none, and the mixups
+    mix its labels over those C instead."""
 
     def __init__(
         self,
