@@ -273,6 +273,14 @@ def test_vanilla_mixup_without_a_candidate_field_mixes_labels():
     assert out.logits.shape == (2, 3) and torch.isfinite(out.loss)
 
 
+def test_vanilla_mixup_without_any_source_of_the_candidate_count_is_a_clear_error():
+    """No candidate field, no priors, no num_answers: the soft labels' width would be guessed from the
+    largest answer in the batch; refuse instead."""
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(), [sparc.Mixup()])
+    with pytest.raises(ValueError, match="Mixup needs the number of candidates C"):
+        wrapped(small_batch())
+
+
 def test_tgm_with_a_candidate_field_defaults_to_concat():
     tgm = sparc.TemporalGuidedMixup()
     sparc.wrap(MeanScorer(), toy_adapter(), [tgm])
