@@ -19,12 +19,12 @@ T, C, L, D = 4, 5, 3, 8
 class TinyQA(torch.utils.data.Dataset):
     """Random HGA-shaped examples whose answer is readable from frame 1 (so training moves)."""
 
-    def __init__(self, n, seed):
+    def __init__(self, n, seed, dtype=torch.float32):
         g = torch.Generator().manual_seed(seed)
-        self.vid = torch.randn(n, T, D, generator=g)
-        self.qas = torch.randn(n, C, L, 768, generator=g) * 0.5
+        self.vid = torch.randn(n, T, D, generator=g).to(dtype)
+        self.qas = (torch.randn(n, C, L, 768, generator=g) * 0.5).to(dtype)
         self.answer = self.vid[:, 1, :C].argmax(-1)
-        self.priors = torch.softmax(4 * torch.randn(n, T, C, generator=g), -1)
+        self.priors = torch.softmax(4 * torch.randn(n, T, C, generator=g), -1).to(dtype)
 
     def __len__(self):
         return len(self.answer)
@@ -45,6 +45,45 @@ def make_model(techniques=True, seed=0, dropout=0.2):
     model = HGA(vid, qns, block_kwargs={"mm_dim": 8, "chunks": 2, "rank": 2})
     techs = [sparc.TemporalGuidance(), sparc.SpatialDistillation(), sparc.TemporalGuidedMixup()] if techniques else []
     return sparc.wrap(model, HGAAdapter(), techs)
+
+
+class RecordingSGD(torch.optim.SGD):
+    """Plain SGD, whose update is linear in the gradient, keeping the (flattened) gradient each step
+    applies. Adam's first steps are about lr * sign(g): rounding-level differences in a near-zero
+    gradient component flip its sign and move the weight by a full step, so weights after Adam say
+    nothing about whether two ways of computing the gradient agree."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr=lr)
+        self.applied = []
+
+    def step(self, closure=None):
+        self.applied.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().clone()
+                                       for group in self.param_groups for p in group["params"]]))
+        return super().step(closure)
+
+
+def all_weights(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+# Equivalences of training runs (accumulation, processes) compare in float64: the same sums in another
+# order agree to ~1e-14 relative there, so 1e-10 relative is tight, and far below what a wrong scaling
+# (a factor of 2), a dropped batch or a stale gradient (O(1) relative) does.
+REL64 = 1e-10
+# Gradients are compared where both runs take them at the same weights: the first step, or every step
+# of a run at lr 0 (both epochs, reshuffled; measured: 6e-14 relative). After a step at lr > 0 the two
+# runs' weights differ by rounding, and this tiny HGA's gradient is sensitive enough to its weights
+# (x20 per step at lr 0.1) that later gradients would measure the model's conditioning, not the loop;
+# so at lr > 0 the final weights are compared, which SGD moves linearly in the gradients (measured:
+# 3e-13 relative at lr 1e-2).
+LR = 1e-2
+
+
+def assert_close64(a, b, what):
+    assert a.dtype == b.dtype == torch.float64, (what, a.dtype, b.dtype)
+    diff, scale = float((a - b).abs().max()), float(b.abs().max())
+    assert diff <= REL64 * scale, f"{what}: differ by {diff:.3g} at scale {scale:.3g}"
 
 
 def run(data, config, techniques=True):
@@ -75,21 +114,27 @@ def test_half_written_checkpoint_is_ignored(tmp_path):
     assert result.global_step == 2
 
 
+def train_sgd64(data, lr, eval_set=None, **config):
+    """Plain HGA (no dropout) trained in float64 with :class:`RecordingSGD`: (result, the gradient of
+    every step [steps, parameters], the final weights)."""
+    cfg = TrainConfig(epochs=2, lr=lr, seed=0, progress=False, log_with=None, **config)
+    model = make_model(techniques=False, dropout=0.0).double()
+    optimizer = RecordingSGD(model.parameters(), lr=lr)
+    result = train(model, data, data.collate, cfg, eval_set=eval_set, optimizer=optimizer)
+    return result, torch.stack(optimizer.applied), all_weights(model)
+
+
 def two_process_worker(out_path, per_process_batch):
-    """Train plain HGA and save (on the main process) its metrics, predictions and weights."""
-    data = TinyQA(20, seed=5)
-    eval_data = TinyQA(13, seed=6)   # odd size: gather_for_metrics must drop the padding duplicates
-    cfg = TrainConfig(epochs=2, batch_size=per_process_batch, eval_batch_size=4, lr=1e-2, seed=0,
-                      progress=False, log_with=None)
-    model = make_model(techniques=False, dropout=0.0)  # 1 and 2 processes then compute the same thing
-    result = train(model, data, data.collate, cfg, eval_set=eval_data)
+    """Train plain HGA in float64 with SGD and save (on the main process) the metrics, predictions,
+    final weights and the gradient every step applied (all-reduced across processes)."""
+    data = TinyQA(20, seed=5, dtype=torch.float64)
+    eval_data = TinyQA(13, seed=6, dtype=torch.float64)   # odd size: gather_for_metrics must drop the padding duplicates
+    result, gradients, weights = train_sgd64(data, LR, eval_data, batch_size=per_process_batch, eval_batch_size=4)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        # The video encoder's weights: (the attention-pool weights get ~0 gradients, which Adam
-        # turns into full-size steps of float noise, so they are not comparable across reductions)
-        weights = torch.cat([p.detach().flatten() for p in model.model.vid_encoder.parameters()])
-        torch.save({"metrics": result.metrics, "predictions": result.predictions, "weights": weights}, out_path)
+        torch.save({"metrics": result.metrics, "predictions": result.predictions, "weights": weights,
+                    "gradients": gradients}, out_path)
 
 
 def test_two_cpu_processes_match_one(tmp_path):
@@ -107,20 +152,25 @@ def test_two_cpu_processes_match_one(tmp_path):
     assert two["metrics"] == one["metrics"]
     assert two["metrics"]["num_examples"] == 13
     assert torch.equal(two["predictions"], one["predictions"])
-    assert torch.allclose(two["weights"], one["weights"], atol=1e-3)  # Adam at lr 1e-2 amplifies reduction-order rounding
+    # the all-reduced gradient of 2 x 5 examples is the gradient of the 10 (the first step, at the same
+    # weights; one run only, as each launch costs seconds), and SGD then takes the same four steps
+    assert two["gradients"].shape == one["gradients"].shape and two["gradients"].shape[0] == 4
+    assert_close64(two["gradients"][0], one["gradients"][0], "gradient of step 1")
+    assert_close64(two["weights"], one["weights"], "weights after training")
 
 
 def test_gradient_accumulation_matches_the_larger_batch():
-    data = TinyQA(20, seed=2)
+    data = TinyQA(20, seed=2, dtype=torch.float64)
     results = []
     for batch_size, accumulate in [(10, 1), (5, 2)]:
-        cfg = TrainConfig(epochs=2, batch_size=batch_size, gradient_accumulation_steps=accumulate, lr=1e-2,
-                          seed=0, progress=False, log_with=None)
-        model = make_model(techniques=False, dropout=0.0)
-        result = train(model, data, data.collate, cfg, eval_set=data)
-        weights = torch.cat([p.detach().flatten() for p in model.model.vid_encoder.parameters()])
-        results.append((result.global_step, result.predictions, weights))
-    (steps_a, pred_a, w_a), (steps_b, pred_b, w_b) = results
-    assert steps_a == steps_b == 4
+        config = dict(batch_size=batch_size, gradient_accumulation_steps=accumulate)
+        frozen, grads, _ = train_sgd64(data, 0.0, **config)
+        trained, _, weights = train_sgd64(data, LR, data, **config)
+        results.append((frozen.global_step, trained.global_step, grads, trained.predictions, weights))
+    (frozen_a, steps_a, grads_a, pred_a, w_a), (frozen_b, steps_b, grads_b, pred_b, w_b) = results
+    assert frozen_a == frozen_b == steps_a == steps_b == 4 and grads_a.shape[0] == grads_b.shape[0] == 4
+    # two accumulated halves (each loss scaled by 1/2) give the gradient of the batch of 10, every step
+    for step, (ga, gb) in enumerate(zip(grads_a, grads_b)):
+        assert_close64(gb, ga, f"gradient of step {step + 1}")
     assert torch.equal(pred_a, pred_b)
-    assert torch.allclose(w_a, w_b, atol=1e-3)
+    assert_close64(w_b, w_a, "weights after training")
