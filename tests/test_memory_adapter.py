@@ -13,6 +13,8 @@ from sparc.contract import causal_priors
 from sparc.mixup import temporal_guided_mixup
 from sparc.outputs import ModelOutput
 
+from helpers import as64, close64  # tests/helpers.py
+
 A_DIM, M_DIM, BERT, MAX_LEN = 6, 5, 12, 5
 
 
@@ -63,9 +65,10 @@ def test_model_and_adapter_tasks_must_agree():
 @torch.no_grad()
 @pytest.mark.parametrize("task", ["multiple_choice", "open_ended", "count"])
 def test_lengths_mode_equals_physical_slicing(task):
-    model, adapter = tiny(task).eval(), MemoryAdapter(task)
+    # in float64, to 1e-10 relative (tests/helpers.py, REL64): the equivalence, not the CPU's float32 kernels
+    model, adapter = tiny(task).eval().double(), MemoryAdapter(task)
     assert adapter.mode_for(model) == "lengths"
-    batch = make_batch(task)
+    batch = as64(make_batch(task))
     got = adapter.forward_subset(model, batch, KEEP).logits
     rows = []
     for b in range(4):
@@ -73,7 +76,7 @@ def test_lengths_mode_equals_physical_slicing(task):
         rows.append(adapter.forward(model, alone).logits)
     expected = torch.cat(rows)
     assert got.shape == expected.shape == (4, {"multiple_choice": 5, "open_ended": 7, "count": 1}[task])
-    assert (got - expected).abs().max() <= 1e-5
+    assert close64(got, expected)
 
 
 def test_anything_else_is_driven_through_the_hme_functions(monkeypatch):
