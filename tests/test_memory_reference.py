@@ -26,6 +26,8 @@ from sparc.adapters.memory import (
 )
 from sparc.losses import hinge_loss
 
+from helpers import as64, close64  # tests/helpers.py
+
 LN3 = math.log(3.0)
 ATANH_HALF = math.atanh(0.5)  # tanh(ATANH_HALF) = 0.5
 
@@ -51,6 +53,19 @@ def inputs(task="multiple_choice", B=3, T=5, C=5, L=MAX_LEN, seed=1):
 
 def close(a, b, tol=1e-5):
     return (a - b).abs().max().item() <= tol
+
+
+# Equivalences (permuted candidates, padded frames and words, a batch of one) run in float64 to 1e-10
+# relative (helpers.REL64), so they test the model's arithmetic and not the CPU's float32 kernels; the
+# garbage they pad with (50-100x the features' scale) would move the outputs by O(1) if it leaked.
+
+
+def tiny64(*args, **kwargs):
+    return tiny(*args, **kwargs).double()
+
+
+def inputs64(*args, **kwargs):
+    return as64(inputs(*args, **kwargs))
 
 
 def set_linear(layer, weight, bias=None):
@@ -176,14 +191,14 @@ def test_sigma_is_selectable():
 
 def test_co_attention_fusion_layout_eq22():
     torch.manual_seed(0)
-    block = NonLocalCoAttention(d=4, max_len_q=6)
-    Vid, Tex = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    block = NonLocalCoAttention(d=4, max_len_q=6).double()
+    Vid, Tex = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 5, 4, dtype=torch.float64)
     O = block(Vid, Tex, torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool))
     V0, A, VA, VB = O.split(4, dim=-1)
     assert O.shape == (2, 3, 16)
     assert torch.equal(VA, V0 * A)
     expected_V0 = attention(block.W_q_V(Vid), block.W_k_V(Vid), block.W_v_V(Vid))  # (19)
-    assert close(V0, expected_V0)
+    assert close64(V0, expected_V0)
 
 
 def test_hinge_loss_eq23_and_paper_losses():
@@ -227,12 +242,12 @@ def test_open_ended_and_count_shapes():
 
 @torch.no_grad()
 def test_candidates_are_scored_independently():
-    model = tiny()
-    vid, qas, lens = inputs()
+    model = tiny64()
+    vid, qas, lens = inputs64()
     scores, _ = model(vid, qas, lens)
     perm = torch.tensor([3, 0, 4, 1, 2])
     permuted, _ = model(vid, qas[:, perm], lens[:, perm])
-    assert close(permuted, scores[:, perm])
+    assert close64(permuted, scores[:, perm])
 
 
 def test_every_parameter_gets_a_gradient_from_two_frames():
@@ -260,47 +275,47 @@ def test_a_one_frame_video_leaves_only_the_visual_write_path_unused():
 @torch.no_grad()
 @pytest.mark.parametrize("task", ["multiple_choice", "open_ended", "count"])
 def test_vid_lengths_equal_physical_removal(task):
-    model = tiny(task)
-    vid, text, lens = inputs(task, T=6)
+    model = tiny64(task)
+    vid, text, lens = inputs64(task, T=6)
     g = torch.Generator().manual_seed(5)
     for vid_lengths in ([6, 2, 4], [1, 6, 1], [6, 6, 6]):
         padded = vid.clone()
         for b, n in enumerate(vid_lengths):
-            padded[b, n:] = 100 * torch.randn(6 - n, vid.shape[-1], generator=g)  # garbage
+            padded[b, n:] = 100 * torch.randn(6 - n, vid.shape[-1], generator=g, dtype=torch.float64)  # garbage
         out, predict = model(padded, text, lens, vid_lengths=torch.tensor(vid_lengths))
         for b, n in enumerate(vid_lengths):
             alone, alone_predict = model(vid[b:b + 1, :n], text[b:b + 1], lens[b:b + 1])
-            assert close(out[b], alone[0]), (task, vid_lengths, b)
+            assert close64(out[b], alone[0]), (task, vid_lengths, b)
             assert predict[b].item() == alone_predict.item()
 
 
 @torch.no_grad()
 def test_appended_padding_frames_leave_outputs_unchanged():
-    model = tiny()
-    vid, qas, lens = inputs(T=4)
+    model = tiny64()
+    vid, qas, lens = inputs64(T=4)
     out, _ = model(vid, qas, lens)
-    longer = torch.cat([vid, torch.randn(3, 3, vid.shape[-1])], dim=1)
+    longer = torch.cat([vid, torch.randn(3, 3, vid.shape[-1], dtype=torch.float64)], dim=1)
     out_padded, _ = model(longer, qas, lens, vid_lengths=torch.tensor([4, 4, 4]))
-    assert close(out_padded, out)
+    assert close64(out_padded, out)
 
 
 @torch.no_grad()
 def test_padded_words_leave_outputs_unchanged():
-    model = tiny()
-    vid, qas, lens = inputs(L=4)
+    model = tiny64()
+    vid, qas, lens = inputs64(L=4)
     out, _ = model(vid, qas, lens)
-    longer = torch.cat([qas, 50 * torch.randn(*qas.shape[:2], 3, BERT)], dim=2)  # width 7 = max_len_q
+    longer = torch.cat([qas, 50 * torch.randn(*qas.shape[:2], 3, BERT, dtype=torch.float64)], dim=2)  # width 7 = max_len_q
     out_longer, _ = model(vid, longer, lens)
-    assert close(out_longer, out)
+    assert close64(out_longer, out)
 
 
 @torch.no_grad()
 def test_batch_of_one_and_single_frame():
-    model = tiny()
-    vid, qas, lens = inputs(T=4)
+    model = tiny64()
+    vid, qas, lens = inputs64(T=4)
     out, _ = model(vid, qas, lens)
     for b in range(3):
-        assert close(model(vid[b:b + 1], qas[b:b + 1], lens[b:b + 1])[0][0], out[b])
+        assert close64(model(vid[b:b + 1], qas[b:b + 1], lens[b:b + 1])[0][0], out[b])
     single, _ = model(vid[:1, :1], qas[:1], lens[:1])
     assert single.shape == (1, 5) and torch.isfinite(single).all()
 

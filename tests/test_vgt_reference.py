@@ -10,10 +10,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from sparc.adapters.vgt import VGT, _batch_norm, fixture_model
-from helpers import close as _close  # tests/helpers.py
+from sparc.testing import assert_float32_close
+from helpers import as64, close as _close, close64  # tests/helpers.py
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original" / "vgt"
-TOL = 1e-5
+# Reproductions of the fixture's float32 outputs are judged to float32 rounding at their scale
+# (sparc.testing.float32_tolerance); equivalences (masked clips = removed clips, a batch of one = its
+# row, a formula = the head's output) run in float64 to 1e-10 relative (helpers.REL64).
 POSITION_IDS = "amodel.bert.bert.embeddings.position_ids"
 UNUSED = {  # in every checkpoint, read by no VQA forward (hence find_unused_parameters)
     "position_v.modality_embedding.weight", "vocab_transform.weight", "vocab_transform.bias",
@@ -51,20 +54,20 @@ def test_fixture_quirks_are_kept(fx):
     with torch.no_grad():
         # answer_g is the mean over all 12 positions, padding included
         words = model.amodel.linear_text(model.amodel.bert(answer.view(10, 12))[0])
-        assert _close(words.mean(1).view(2, 5, -1), out["answer_g"])
+        assert_float32_close(words.mean(1).view(2, 5, -1), out["answer_g"], name="answer_g")
         real = (answer.view(10, 12) > 0).float().unsqueeze(-1)
         assert not _close((words * real).sum(1) / real.sum(1), words.mean(1), 1e-3)
         # seq_len is each sample's padded width (10 here, not the candidates' own lengths 8-10):
         # derived when absent, and it matters
         fusion, _ = _mc(model, x, video_mask=x["video_mask"], seq_len=None)
-        assert _close(fusion, out["fusion_proj"])
+        assert_float32_close(fusion, out["fusion_proj"], name="fusion_proj")
         own = (answer > 0).sum(-1)
         assert not torch.equal(own, x["seq_len"])
         fusion_own, _ = _mc(model, x, video_mask=x["video_mask"], seq_len=own)
         assert not _close(fusion_own, out["fusion_proj"], 1e-4)
         # no mask = every clip valid (the original crashes on None)
         fusion_none, _ = _mc(model, x)
-        assert _close(fusion_none, out["fusion_proj"])
+        assert_float32_close(fusion_none, out["fusion_proj"], name="fusion_proj without a mask")
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -159,13 +162,13 @@ def test_bert_from_a_local_directory(tmp_path):
 @pytest.mark.parametrize("dataset", ["nextqa", "tgifqa/action"])  # action adds the frame-level interaction
 @torch.no_grad()
 def test_masked_clips_equal_physically_removed_clips(dataset):
-    model = case.tiny_vgt(seed=1, dataset=dataset).eval()
-    batch = case.vgt_batch(3, 6, seed=1)
+    model = case.tiny_vgt(seed=1, dataset=dataset).eval().double()
+    batch = as64(case.vgt_batch(3, 6, seed=1))
     mask = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 0, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
     g = torch.Generator().manual_seed(5)
     for key in ("video_o", "video_f"):  # huge garbage in the masked clips
         x = batch[key].clone()
-        x[~mask] = 1e4 * torch.randn(x[~mask].shape, generator=g)
+        x[~mask] = 1e4 * torch.randn(x[~mask].shape, generator=g, dtype=torch.float64)
         batch[key] = x
     fusion, answer_g = _mc(model, batch, video_mask=mask.long())
     for b in range(3):
@@ -173,28 +176,28 @@ def test_masked_clips_equal_physically_removed_clips(dataset):
         alone = {k: batch[k][b : b + 1] for k in ("answer", "seq_len", "question")}
         alone["video_o"], alone["video_f"] = batch["video_o"][b : b + 1, keep], batch["video_f"][b : b + 1, keep]
         fusion_b, answer_g_b = _mc(model, alone)
-        assert _close(fusion[b], fusion_b[0]), (dataset, b)
-        assert _close(answer_g[b], answer_g_b[0])
+        assert close64(fusion[b], fusion_b[0]), (dataset, b)
+        assert close64(answer_g[b], answer_g_b[0])
 
 
 def test_masked_clips_equal_removed_clips_in_training():
     """Training mode (dropout 0): BatchNorm's batch statistics leave masked clips out, so masking the
     same clips in every row equals slicing them out of the whole batch."""
-    model = case.tiny_vgt(seed=2).train()
-    batch = case.vgt_batch(2, 4, seed=2)
+    model = case.tiny_vgt(seed=2).train().double()
+    batch = as64(case.vgt_batch(2, 4, seed=2))
     keep = torch.tensor([True, False, True, True])
     sliced = dict(batch, video_o=batch["video_o"][:, keep], video_f=batch["video_f"][:, keep])
     masked = _mc(model, batch, video_mask=keep.long().expand(2, 4))[0]
-    assert _close(masked, _mc(model, sliced)[0])
+    assert close64(masked, _mc(model, sliced)[0])
     # without the masked statistics the zeroed clips would shift every BatchNorm output
     assert not _close(masked, _mc(model, dict(batch, video_o=batch["video_o"] * keep[:, None, None, None]))[0], 1e-3)
 
 
 def test_batch_norm_statistics_come_from_valid_positions():
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, 4, 5, generator=g) * 3 + 1
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64) * 3 + 1
     valid = torch.rand(2, 4, 5, generator=g) > 0.4
-    masked, plain = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    masked, plain = torch.nn.BatchNorm2d(3).double(), torch.nn.BatchNorm2d(3).double()
     with torch.no_grad():
         masked.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
         masked.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
@@ -202,8 +205,8 @@ def test_batch_norm_statistics_come_from_valid_positions():
     y = _batch_norm(masked.train(), x, valid)
     picked = x.permute(1, 0, 2, 3)[:, valid]  # (3, n): the valid positions only, as one "image"
     y_ref = plain.train()(picked.reshape(1, 3, -1, 1)).reshape(3, -1)
-    assert _close(y.permute(1, 0, 2, 3)[:, valid], y_ref)
-    assert _close(masked.running_mean, plain.running_mean) and _close(masked.running_var, plain.running_var)
+    assert close64(y.permute(1, 0, 2, 3)[:, valid], y_ref)
+    assert close64(masked.running_mean, plain.running_mean) and close64(masked.running_var, plain.running_var)
     assert int(masked.num_batches_tracked) == 1
     # no mask / eval: plain BatchNorm
     assert torch.equal(_batch_norm(masked.eval(), x, valid), masked(x))
@@ -223,8 +226,8 @@ def test_video_mask_errors():
 
 @torch.no_grad()
 def test_open_ended_head():
-    model = case.tiny_vgt(seed=3, Q=case.QMAX).eval()
-    batch = case.vgt_open_batch(3, 4, seed=3)
+    model = case.tiny_vgt(seed=3, Q=case.QMAX).eval().double()
+    batch = as64(case.vgt_open_batch(3, 4, seed=3))
     video, question = (batch["video_o"], batch["video_f"]), batch["question"]
     with pytest.raises(ValueError, match="_compute_answer_embedding"):
         model(video, question)
@@ -237,15 +240,15 @@ def test_open_ended_head():
     # score(a) = (fusion_proj . g_a) * (question_g . g_a), g = mean BERT token (padding included)
     answer_g = model.answer_embeddings[0]
     question_g = model.amodel(question)[0]
-    assert _close(scores, (captured["fusion_proj"] @ answer_g.T) * (question_g @ answer_g.T))
+    assert close64(scores, (captured["fusion_proj"] @ answer_g.T) * (question_g @ answer_g.T))
     words = model.amodel.linear_text(model.amodel.bert(case.A2V)[0])
-    assert _close(answer_g, words.mean(1))
+    assert close64(answer_g, words.mean(1))
     # a batch of one works (the original's text encoder fails on it) and equals its row
     one = model((video[0][:1], video[1][:1]), question[:1])
-    assert one.shape == (1, len(case.A2V)) and _close(one[0], scores[0])
+    assert one.shape == (1, len(case.A2V)) and close64(one[0], scores[0])
     # seq_len defaults to the question's true length
     explicit = model(video, question, seq_len=(question > 0).sum(-1, keepdim=True))
-    assert _close(explicit, scores)
+    assert close64(explicit, scores)
 
 
 def test_multiple_choice_without_candidates_is_an_error():
@@ -257,8 +260,8 @@ def test_multiple_choice_without_candidates_is_an_error():
 
 @torch.no_grad()
 def test_masked_language_model_loss():
-    model = case.tiny_vgt(seed=4).eval()
-    batch = case.vgt_batch(2, 3, seed=4)
+    model = case.tiny_vgt(seed=4).eval().double()  # float64: the loss equals the formula to rounding
+    batch = as64(case.vgt_batch(2, 3, seed=4))
     tokens = batch["answer"][:, 0]  # (2, L)
     labels = torch.full_like(tokens, -100)
     labels[0, 1], labels[1, 2] = 7, 9
@@ -267,7 +270,7 @@ def test_masked_language_model_loss():
     text = model.amodel(tokens)[1]
     logits = model.vocab_projector(model.vocab_norm(F.gelu(model.vocab_transform(text))))
     expected = F.cross_entropy(logits.reshape(-1, case.VOCAB), labels.reshape(-1))  # padding adds ignored labels only
-    assert abs(loss.item() - expected.item()) < 1e-6
+    assert loss.dtype == torch.float64 and abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
     with pytest.raises(ValueError, match="mode"):
         model((batch["video_o"], batch["video_f"]), tokens, mode="cmm")
 
