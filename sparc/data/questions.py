@@ -130,9 +130,21 @@ def _generic(row: dict, path) -> VideoQuestion:
     return VideoQuestion(qid, video, question, None, answer.strip(), row.get("type"), {})
 
 
+def _json(text: str, path: Path, line: Optional[int] = None):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = f"{path}: line {line}" if line is not None else str(path)
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+
+
 def read_questions(path: Union[str, Path]) -> List[VideoQuestion]:
     """Every question of an annotation file, in file order. Duplicate qids are an error."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"questions file {str(path)!r} is a directory; an annotation file is expected")
+    if not path.is_file():
+        raise FileNotFoundError(f"questions file {str(path)!r} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".csv", ".tsv", ".txt"):
         first = text.split("\n", 1)[0]
@@ -146,9 +158,9 @@ def read_questions(path: Union[str, Path]) -> List[VideoQuestion]:
         else:
             records = [_generic(r, path) for r in rows]
     elif path.suffix == ".jsonl":
-        records = [_generic(json.loads(line), path) for line in text.splitlines() if line.strip()]
+        records = [_generic(_json(line, path, n), path) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     else:
-        data = json.loads(text)
+        data = _json(text, path)
         if isinstance(data, dict):  # {qid: record}
             data = [{"qid": k, **v} for k, v in data.items()]
         records = [_generic(r, path) for r in data]

@@ -35,7 +35,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +48,14 @@ __all__ = [
     "ALBEFImageState",
     "ALBEFTeacher",
     "BERT_BASE_CONFIG",
+    "CheckpointMismatchError",
     "albef_pretrain_to_vqa",
     "XBertEncoder",
     "fixture_model",
+    "albef_checkpoint_mismatch",
     "load_albef_checkpoint",
     "prepare_albef_state_dict",
+    "read_albef_checkpoint",
     "resample_pos_embed",
 ]
 
@@ -425,6 +428,66 @@ def albef_pretrain_to_vqa(
     return out
 
 
+def read_albef_checkpoint(path: Union[str, Path], trust_checkpoint: bool = False) -> Mapping[str, Any]:
+    """The raw contents of a checkpoint file: ``.safetensors``, or a torch file read with
+    ``weights_only=True`` unless ``trust_checkpoint`` (see :func:`load_albef_checkpoint`).
+    A missing path is a ``FileNotFoundError`` and a directory an ``IsADirectoryError``, both naming it,
+    before any loader runs (torch's unpickling error would otherwise be the first thing reported)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {str(path)!r} is a directory; the ALBEF teacher expects a checkpoint "
+                                "file (vqa.pth, ALBEF.pth or .safetensors)")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if trust_checkpoint:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle.UnpicklingError and friends, depending on the object
+        raise ValueError(f"{path}: the checkpoint pickles objects other than tensors ({type(e).__name__}); "
+                         "if you trust its source, load it with trust_checkpoint=True (--trust-checkpoint)") from e
+
+
+class CheckpointMismatchError(ValueError, RuntimeError):
+    """A checkpoint that does not fit the model (other sizes, missing or extra keys): a ValueError of the
+    input, and a RuntimeError as ``nn.Module.load_state_dict`` raises, for callers that catch that."""
+
+
+def _shape(t) -> List[int]:
+    return list(t.shape)
+
+
+def albef_checkpoint_mismatch(model: ALBEF, state_dict: Mapping[str, Any], strict: bool = True,
+                              examples: int = 2) -> Optional[str]:
+    """Why ``state_dict`` (as read from a checkpoint) cannot load into ``model``, in one line: how many
+    tensors differ in shape (and, with ``strict``, how many keys are missing or unexpected), with
+    ``examples`` keys of each and both shapes; ``None`` when it fits. ``model`` may live on the meta
+    device: only its shapes are read."""
+    sd = prepare_albef_state_dict(model, state_dict)
+    own = model.state_dict()
+    shapes = [k for k in own if k in sd and hasattr(sd[k], "shape") and _shape(sd[k]) != _shape(own[k])]
+    raw = state_dict.get("model", state_dict) if isinstance(state_dict.get("model"), Mapping) else state_dict
+    parts = []
+    if shapes:
+        # the file's own shape where the key is the file's (pos_embed is shown before its resampling)
+        shown = "; ".join(f"{k}: checkpoint {_shape(raw[k] if k in raw else sd[k])}, model {_shape(own[k])}"
+                          for k in shapes[:examples])
+        parts.append(f"{len(shapes)} tensor(s) differ in shape, e.g. {shown}")
+    if strict:
+        missing = [k for k in own if k not in sd]
+        unexpected = [k for k in sd if k not in own]
+        if missing:
+            parts.append(f"{len(missing)} model key(s) missing from the checkpoint, e.g. {', '.join(missing[:examples])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} checkpoint key(s) the model does not have, e.g. "
+                         f"{', '.join(unexpected[:examples])}")
+    return "; ".join(parts) or None
+
+
 def load_albef_checkpoint(model: ALBEF, state_dict_or_path: Union[str, Path, Mapping[str, Any]],
                           strict: bool = True, trust_checkpoint: bool = False):
     """Load ``vqa.pth`` (a path: ``.safetensors`` or a torch file with the weights under
@@ -433,22 +496,16 @@ def load_albef_checkpoint(model: ALBEF, state_dict_or_path: Union[str, Path, Map
     Torch files are read with ``weights_only=True`` (no code runs while unpickling). A checkpoint that
     also pickles other objects (ALBEF's training script saves its config and optimizer next to the
     weights) then fails with a message; pass ``trust_checkpoint=True`` for a file from a source you
-    trust to unpickle it fully."""
+    trust to unpickle it fully. A checkpoint of another model size is a :class:`CheckpointMismatchError`
+    of one line (:func:`albef_checkpoint_mismatch`) instead of torch's list of every differing tensor."""
     sd = state_dict_or_path
+    where = "state_dict"
     if isinstance(sd, (str, Path)):
-        path = Path(sd)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        elif trust_checkpoint:
-            sd = torch.load(str(path), map_location="cpu", weights_only=False)
-        else:
-            try:
-                sd = torch.load(str(path), map_location="cpu", weights_only=True)
-            except Exception as e:  # pickle.UnpicklingError and friends, depending on the object
-                raise ValueError(f"{path}: the checkpoint pickles objects other than tensors ({type(e).__name__}); "
-                                 "if you trust its source, load it with trust_checkpoint=True") from e
+        where = f"checkpoint {str(sd)!r}"
+        sd = read_albef_checkpoint(sd, trust_checkpoint)
+    problem = albef_checkpoint_mismatch(model, sd, strict=strict)
+    if problem:
+        raise CheckpointMismatchError(f"{where} does not fit the configured ALBEF: {problem}")
     return model.load_state_dict(sd, strict=strict)
 
 

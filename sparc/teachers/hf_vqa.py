@@ -74,7 +74,14 @@ class BlipTeacher(LikelihoodTeacher):
     def __init__(self, model: Any, tokenizer: Any = None, length_normalize: bool = False,
                  frame_chunk: int = 64, device: Union[str, torch.device, None] = None):
         if isinstance(model, (str, Path)):
-            path = model
+            path = Path(model)
+            # Checked here: for a path that is not a local folder, transformers would take it for a hub
+            # model id and report (or, without local_files_only, attempt) a download instead.
+            hint = "give the local folder written by BlipForQuestionAnswering.save_pretrained (nothing is downloaded)"
+            if not path.exists():
+                raise FileNotFoundError(f"BLIP checkpoint {str(path)!r} does not exist; {hint}")
+            if not path.is_dir():
+                raise NotADirectoryError(f"BLIP checkpoint {str(path)!r} is a file, not a directory; {hint}")
             from transformers import BlipForQuestionAnswering
 
             model = BlipForQuestionAnswering.from_pretrained(str(path), local_files_only=True)

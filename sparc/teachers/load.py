@@ -1,13 +1,17 @@
 """Building a teacher from files on disk, as the command-line jobs do (``extract-priors``,
 ``teacher-finetune``, ``diagnose-misfocus``). Nothing is downloaded: every path is local.
 
-* ALBEF: ``--checkpoint`` a ``vqa.pth`` / ``ALBEF.pth`` / ``.safetensors`` (or none: random weights,
-  for tests and benchmarks), ``--tokenizer`` a directory with ``vocab.txt`` (bert-base-uncased) or the
-  ``vocab.txt`` itself, ``--teacher-config`` an optional JSON of :class:`ALBEF`'s constructor
-  arguments (``image_res``, ``vision_width``, ``vision_depth``, ``vision_heads``, ``decoder_layers``,
-  ``patch_size``, ``bert_config``: a dict or the path of ALBEF's ``config_bert.json``); defaults are
-  the released model (ViT-B/16 at 384, BERT-base, 6 decoder layers).
+* ALBEF: ``--checkpoint`` a ``vqa.pth`` / ``ALBEF.pth`` / ``.safetensors`` (or, asked for with
+  ``--random-init``, random weights for smoke runs and benchmarks), ``--tokenizer`` a directory with
+  ``vocab.txt`` (bert-base-uncased) or the ``vocab.txt`` itself, ``--teacher-config`` an optional
+  JSON of :class:`ALBEF`'s constructor arguments (``image_res``, ``vision_width``, ``vision_depth``,
+  ``vision_heads``, ``decoder_layers``, ``patch_size``, ``bert_config``: a dict or the path of
+  ALBEF's ``config_bert.json``); defaults are the released model (ViT-B/16 at 384, BERT-base,
+  6 decoder layers). A checkpoint of another size is one error naming the config to pass.
 * BLIP: ``--checkpoint`` a local ``BlipForQuestionAnswering.save_pretrained`` directory.
+
+A path that does not exist is a ``FileNotFoundError`` naming it and its option, raised before any
+loader (torch, transformers) sees it.
 """
 
 from __future__ import annotations
@@ -23,20 +27,46 @@ ALBEF_CONFIG_KEYS = ("image_res", "vision_width", "vision_depth", "vision_heads"
                      "decoder_layers", "patch_size")
 
 
+def existing_path(path: PathLike, option: str, kind: str = "file") -> Path:
+    """``path`` (from ``option``, e.g. ``"--checkpoint"``) when it exists as ``kind`` (``"file"``,
+    ``"dir"`` or ``"any"``); else ``FileNotFoundError`` / ``IsADirectoryError`` / ``NotADirectoryError``
+    naming the path and the option, before any loader gets to misreport it."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{option} {str(p)!r}: no such file or directory")
+    if kind == "file" and p.is_dir():
+        raise IsADirectoryError(f"{option} {str(p)!r} is a directory; a file is expected")
+    if kind == "dir" and not p.is_dir():
+        raise NotADirectoryError(f"{option} {str(p)!r} is a file; a directory is expected")
+    return p
+
+
+def _read_json(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist" if not path.exists()
+                                else f"{what} {str(path)!r} is a directory; a JSON file is expected")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON: {e}") from None
+
+
 def read_albef_config(config: Union[None, PathLike, Mapping[str, Any]]) -> Dict[str, Any]:
     """ALBEF constructor arguments from a JSON file or a dict; ``bert_config`` may be a path."""
     if config is None:
         return {}
     where = str(config) if isinstance(config, (str, Path)) else "teacher config"
     if isinstance(config, (str, Path)):
-        config = json.loads(Path(config).read_text(encoding="utf-8"))
+        config = _read_json(Path(config), "teacher config")
+        if not isinstance(config, dict):
+            raise ValueError(f"teacher config {where!r}: expected a JSON object of ALBEF settings")
     config = dict(config)
     unknown = sorted(set(config) - set(ALBEF_CONFIG_KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown ALBEF setting(s) {unknown}; known: {list(ALBEF_CONFIG_KEYS)}")
     bert = config.get("bert_config")
     if isinstance(bert, str):
-        config["bert_config"] = json.loads(Path(bert).read_text(encoding="utf-8"))
+        config["bert_config"] = _read_json(Path(bert), f"{where}: bert_config")
     return config
 
 
@@ -47,38 +77,79 @@ def load_bert_tokenizer(path: PathLike):
     path = Path(path)
     vocab = path / "vocab.txt" if path.is_dir() else path
     if not vocab.is_file():
-        raise FileNotFoundError(f"tokenizer: no vocab.txt at {path} (give the directory of bert-base-uncased "
+        raise FileNotFoundError(f"tokenizer: no vocab.txt at {str(path)!r} (give the directory of bert-base-uncased "
                                 "or its vocab.txt; nothing is downloaded)")
     return BertTokenizer(str(vocab), do_lower_case=True)
 
 
-def build_albef(config: Union[None, PathLike, Mapping[str, Any]] = None, checkpoint: Optional[PathLike] = None,
-                trust_checkpoint: bool = False):
-    """An :class:`~sparc.teachers.albef.ALBEF` from its config, with a checkpoint's weights if given."""
-    from sparc.teachers.albef import ALBEF, load_albef_checkpoint
+DEFAULT_CONFIG_NAME = "the default config (full-size ALBEF: ViT-B/16 at 384, BERT-base, 6 decoder layers)"
 
-    model = ALBEF(**read_albef_config(config))
-    if checkpoint is not None:
-        load_albef_checkpoint(model, checkpoint, trust_checkpoint=trust_checkpoint)
+
+def _config_name(config) -> str:
+    if config is None:
+        return DEFAULT_CONFIG_NAME
+    if isinstance(config, (str, Path)):
+        return f"the config {str(config)!r}"
+    return "the given config dict"
+
+
+def build_albef(config: Union[None, PathLike, Mapping[str, Any]] = None, checkpoint: Optional[PathLike] = None,
+                trust_checkpoint: bool = False, random_init: bool = False):
+    """An :class:`~sparc.teachers.albef.ALBEF` from its config, with a checkpoint's weights.
+
+    Without ``checkpoint`` the weights are random, which must be asked for with ``random_init=True``
+    (a teacher with random weights produces meaningless priors; never a silent default). A checkpoint
+    of another size than the config is one ``ValueError`` naming the config, example keys with both
+    shapes and what to pass; it is found on a meta-device model, before the real one is built."""
+    import torch
+
+    from sparc.teachers.albef import (ALBEF, CheckpointMismatchError, albef_checkpoint_mismatch, load_albef_checkpoint,
+                                      read_albef_checkpoint)
+
+    if checkpoint is None and not random_init:
+        raise ValueError("no ALBEF checkpoint given: the teacher would have random, untrained weights; pass "
+                         "checkpoint= (--checkpoint) or, for a smoke run, random_init=True (--random-init)")
+    if checkpoint is not None and random_init:
+        raise ValueError("random_init (--random-init) and a checkpoint (--checkpoint) exclude each other")
+    settings = read_albef_config(config)
+    if checkpoint is None:
+        return ALBEF(**settings).eval()
+    sd = read_albef_checkpoint(checkpoint, trust_checkpoint)
+    with torch.device("meta"):
+        skeleton = ALBEF(**settings)
+    problem = albef_checkpoint_mismatch(skeleton, sd)
+    if problem:
+        raise CheckpointMismatchError(f"checkpoint {str(checkpoint)!r} does not fit the ALBEF built from "
+                                      f"{_config_name(config)}: {problem}; pass --teacher-config <the config the "
+                                      "checkpoint was trained with>")
+    model = ALBEF(**settings)
+    load_albef_checkpoint(model, sd)
     return model.eval()
 
 
 def load_teacher(kind: str = "albef", checkpoint: Optional[PathLike] = None, tokenizer: Optional[PathLike] = None,
                  config: Union[None, PathLike, Mapping[str, Any]] = None, device=None, length_normalize: bool = False,
-                 trust_checkpoint: bool = False, frame_chunk: int = 64, **teacher_kwargs):
+                 trust_checkpoint: bool = False, frame_chunk: int = 64, random_init: bool = False, **teacher_kwargs):
     """An :class:`~sparc.teachers.base.ImageQATeacher` from local files (see the module docstring);
-    ``teacher_kwargs`` go to the teacher class (e.g. ALBEF's ``scoring``, ``rank_k``, ``max_rows``)."""
+    ``teacher_kwargs`` go to the teacher class (e.g. ALBEF's ``scoring``, ``rank_k``, ``max_rows``).
+    ALBEF without ``checkpoint`` needs ``random_init=True`` (see :func:`build_albef`)."""
     if kind == "albef":
         from sparc.teachers.albef import ALBEFTeacher
 
         if tokenizer is None:
             raise ValueError("the ALBEF teacher needs --tokenizer (a local bert-base-uncased directory or vocab.txt)")
-        model = build_albef(config, checkpoint, trust_checkpoint)
-        return ALBEFTeacher(model, load_bert_tokenizer(tokenizer), length_normalize=length_normalize,
+        tok = load_bert_tokenizer(tokenizer)
+        model = build_albef(config, checkpoint, trust_checkpoint, random_init=random_init)
+        return ALBEFTeacher(model, tok, length_normalize=length_normalize,
                             frame_chunk=frame_chunk, device=device, **teacher_kwargs)
     if kind == "blip":
         from sparc.teachers.hf_vqa import BlipTeacher
 
+        if random_init:
+            raise ValueError("random_init (--random-init) is for ALBEF only; BLIP needs --checkpoint DIR")
+        if config is not None:
+            raise ValueError("a teacher config (--teacher-config) sets ALBEF's sizes; BLIP reads its own config.json "
+                             "from the --checkpoint directory")
         if checkpoint is None:
             raise ValueError("the BLIP teacher needs --checkpoint (a local BlipForQuestionAnswering directory)")
         tok = load_bert_tokenizer(tokenizer) if tokenizer is not None else None
@@ -91,25 +162,74 @@ def load_teacher(kind: str = "albef", checkpoint: Optional[PathLike] = None, tok
 
 
 def add_teacher_arguments(parser, kinds=TEACHER_KINDS, tokenizer_required: bool = False) -> None:
-    """The options every teacher job takes: ``--teacher --checkpoint --tokenizer --teacher-config
-    --trust-checkpoint`` (read back with :func:`teacher_from_args`)."""
+    """The options every teacher job takes: ``--teacher --checkpoint --random-init --tokenizer
+    --teacher-config --trust-checkpoint`` (read back with :func:`teacher_from_args`)."""
     if len(kinds) > 1:
         parser.add_argument("--teacher", default=kinds[0], choices=kinds, help=f"teacher kind (default: {kinds[0]})")
     parser.add_argument("--checkpoint", default=None, metavar="PATH",
-                        help="teacher weights: ALBEF vqa.pth / ALBEF.pth / .safetensors, or a BLIP directory "
-                             "(ALBEF without one: random weights, for smoke runs)")
+                        help="teacher weights: ALBEF vqa.pth / ALBEF.pth / .safetensors, or a BLIP directory")
+    parser.add_argument("--random-init", action="store_true",
+                        help="ALBEF without --checkpoint: untrained random weights (meaningless scores; smoke runs "
+                             "and benchmarks only)")
     parser.add_argument("--tokenizer", required=tokenizer_required, default=None, metavar="PATH",
                         help="bert-base-uncased directory or its vocab.txt (local; nothing is downloaded)")
     parser.add_argument("--teacher-config", default=None, metavar="JSON",
-                        help="ALBEF constructor arguments as JSON (default: the released ViT-B/16@384 model)")
+                        help="ALBEF constructor arguments as JSON, the sizes the checkpoint was trained with "
+                             "(default: the released ViT-B/16@384 model)")
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="unpickle a torch checkpoint fully (ALBEF's .pth files pickle their config)")
 
 
+def _command(args) -> str:
+    return f"sparc {args.command}" if getattr(args, "command", None) else "sparc"
+
+
+def check_teacher_args(args) -> None:
+    """The teacher options' files exist (errors name the option) and random weights are asked for:
+    ALBEF without ``--checkpoint`` needs ``--random-init``, which then prints a warning line."""
+    import sys
+
+    kind = getattr(args, "teacher", "albef")
+    random_init = getattr(args, "random_init", False)
+    if kind == "albef":
+        if args.checkpoint is None and not random_init:
+            raise ValueError("no --checkpoint given: the ALBEF teacher would score with random, untrained weights; "
+                             "pass --checkpoint PATH (vqa.pth, ALBEF.pth or .safetensors) or, for a smoke run, "
+                             "--random-init")
+        if args.checkpoint is not None and random_init:
+            raise ValueError("--random-init and --checkpoint exclude each other")
+        if args.checkpoint is not None:
+            existing_path(args.checkpoint, "--checkpoint", "file")
+        if args.teacher_config is not None:
+            existing_path(args.teacher_config, "--teacher-config", "file")
+    else:
+        if random_init:
+            raise ValueError(f"--random-init is for the ALBEF teacher only; --teacher {kind} needs --checkpoint DIR")
+        if args.checkpoint is None:
+            raise ValueError(f"--teacher {kind} needs --checkpoint DIR (a local save_pretrained directory)")
+        existing_path(args.checkpoint, "--checkpoint", "dir")
+    if args.tokenizer is not None:
+        tok = existing_path(args.tokenizer, "--tokenizer", "any")
+        if tok.is_dir() and not (tok / "vocab.txt").is_file():
+            raise FileNotFoundError(f"--tokenizer {str(tok)!r}: the directory has no vocab.txt")
+    if random_init:
+        print(f"{_command(args)}: warning: --random-init: the teacher has untrained random weights, so its scores "
+              "mean nothing (a smoke run only)", file=sys.stderr)
+
+
+def albef_from_args(args):
+    """:func:`build_albef` from the options of :func:`add_teacher_arguments` (checked first)."""
+    check_teacher_args(args)
+    return build_albef(args.teacher_config, args.checkpoint, trust_checkpoint=args.trust_checkpoint,
+                       random_init=getattr(args, "random_init", False))
+
+
 def teacher_from_args(args, **kwargs):
-    """:func:`load_teacher` from the options of :func:`add_teacher_arguments`."""
+    """:func:`load_teacher` from the options of :func:`add_teacher_arguments` (checked first)."""
+    check_teacher_args(args)
     return load_teacher(getattr(args, "teacher", "albef"), args.checkpoint, args.tokenizer, args.teacher_config,
-                        trust_checkpoint=args.trust_checkpoint, **kwargs)
+                        trust_checkpoint=args.trust_checkpoint, random_init=getattr(args, "random_init", False),
+                        **kwargs)
 
 
 def add_frame_arguments(parser, required: bool = True, num_frames: int = 16) -> None:
@@ -124,7 +244,15 @@ def add_frame_arguments(parser, required: bool = True, num_frames: int = 16) -> 
                         help="clip backbones (VGT): N frames in K clips, the first frame of each clip is scored")
 
 
+def questions_from_args(args, option: str = "--questions"):
+    """:func:`~sparc.data.questions.read_questions` of the file given with ``option``."""
+    from sparc.data.questions import read_questions
+
+    value = getattr(args, option.lstrip("-").replace("-", "_"))
+    return read_questions(existing_path(value, option, "file"))
+
+
 def frame_source_from_args(args):
     from sparc.data.frames import FrameSource
 
-    return FrameSource(args.frames, args.num_frames, clips=args.clips)
+    return FrameSource(existing_path(args.frames, "--frames", "dir"), args.num_frames, clips=args.clips)
