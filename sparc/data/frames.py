@@ -222,6 +222,11 @@ def read_video(path: PathLike, num_frames: int, clips: Optional[int] = None,
 # ---- one root, either layout ----------------------------------------------------------------------
 
 
+class MissingFramesError(FileNotFoundError, ValueError):
+    """No frame folder or video file for a video id. A ``FileNotFoundError`` (what it is) that is also a
+    ``ValueError``, as every other bad-input error of the frame readers, so callers catching either work."""
+
+
 class FrameSource:
     """Frames per video id from a root holding frame folders, video files, or a mix.
 
@@ -247,7 +252,8 @@ class FrameSource:
         self.image_extensions = tuple(image_extensions)
 
     def locate(self, video_id: str) -> Path:
-        """The folder or file that holds ``video_id``'s frames (FileNotFoundError naming what was tried)."""
+        """The folder or file that holds ``video_id``'s frames (:class:`MissingFramesError` naming what was
+        tried)."""
         folder = self.root / str(video_id)
         if folder.is_dir():
             return folder
@@ -257,7 +263,7 @@ class FrameSource:
             if candidate.is_file():
                 return candidate
             tried.append(str(candidate))
-        raise FileNotFoundError(f"no frames for video {video_id!r} under {str(self.root)!r}; tried {', '.join(tried)}")
+        raise MissingFramesError(f"no frames for video {video_id!r} under {str(self.root)!r}; tried {', '.join(tried)}")
 
     def frames_for(self, video_id: str) -> torch.Tensor:
         """uint8 ``[N, H, W, 3]`` sampled frames of ``video_id``."""

@@ -58,7 +58,9 @@ def extract_priors(teacher, videos: Iterable[Tuple[object, list, object, object]
 
 
 class _VideoFrames(torch.utils.data.Dataset):
-    """Item i: ``(video id, uint8 frames)`` of the i-th pending video, decoded in a worker."""
+    """Item i: ``(video id, uint8 frames or the error reading them)`` of the i-th pending video, decoded
+    in a worker. A read error is returned, not raised: raised in a worker, it would reach the user
+    wrapped in the DataLoader's multi-line report."""
 
     def __init__(self, frame_source, videos: Sequence[str], qids_of: Dict[str, List[str]]):
         self.frame_source, self.videos, self.qids_of = frame_source, list(videos), qids_of
@@ -69,12 +71,68 @@ class _VideoFrames(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         video = self.videos[i]
         try:
-            frames = self.frame_source(video)
+            return video, self.frame_source(video)
         except (OSError, ValueError, RuntimeError) as e:
-            qids = self.qids_of[video]
-            raise ValueError(f"qid {qids[0]!r} (and {len(qids) - 1} more of video {video!r}): cannot read its "
-                             f"frames: {e} (field: video)") from e
-        return video, frames
+            return video, e
+
+
+def _frames_error(video: str, qids: Sequence[str], err: BaseException) -> Exception:
+    from sparc.data.frames import MissingFramesError
+
+    more = f" and {len(qids) - 1} more of video {video!r}" if len(qids) > 1 else f" of video {video!r}"
+    cls = MissingFramesError if isinstance(err, FileNotFoundError) else ValueError
+    hint = "; pass --skip-missing (skip_missing=True) to skip such videos" if cls is MissingFramesError else ""
+    return cls(f"qid {qids[0]!r}{more}: cannot read its frames: {err} (field: video){hint}")
+
+
+def missing_videos(frame_source, groups: Dict[str, list], videos: Optional[Iterable[str]] = None
+                   ) -> Dict[str, str]:
+    """``{video id: why}`` for the videos (default: all of ``groups``) whose frames ``frame_source``
+    cannot find (its ``locate`` raises ``FileNotFoundError``, naming the paths it tried). A source
+    without ``locate`` finds nothing missing up front; its read errors surface while extracting."""
+    locate = getattr(frame_source, "locate", None)
+    if locate is None:
+        return {}
+    out = {}
+    for video in (groups if videos is None else videos):
+        try:
+            locate(video)
+        except FileNotFoundError as e:
+            out[video] = str(e)
+    return out
+
+
+def check_no_missing(missing: Dict[str, str], groups: Dict[str, list]) -> None:
+    """:class:`~sparc.data.frames.MissingFramesError` (a ``FileNotFoundError``; one line: the first
+    missing video, its qids, the paths tried, how many others) when ``missing`` is not empty."""
+    if not missing:
+        return
+    video, why = next(iter(missing.items()))
+    err = _frames_error(video, [q.qid for q in groups[video]], FileNotFoundError(why))
+    if len(missing) > 1:
+        others = list(missing)[1:]
+        shown = ", ".join(repr(v) for v in others[:3]) + (", ..." if len(others) > 3 else "")
+        err = type(err)(f"{err}; {len(others)} more video(s) have no frames either: {shown}")
+    raise err
+
+
+def _open_if_there(path) -> Optional[PriorStore]:
+    from sparc.priors.store import MANIFEST_NAME
+
+    return PriorStore.open(path) if os.path.isfile(os.path.join(os.fspath(path), MANIFEST_NAME)) else None
+
+
+def unstored_videos(groups: Dict[str, list], store) -> List[str]:
+    """The videos of ``groups`` with a question not in ``store`` (a :class:`PriorStore`, a path, or
+    ``None``; a path without a store yet: every video)."""
+    if store is not None and not isinstance(store, PriorStore):
+        store = _open_if_there(store)
+    if store is None:
+        return list(groups)
+    return [v for v, qs in groups.items() if not all(q.qid in store for q in qs)]
+
+
+SKIPPED_KEY = "skipped_videos"   # store metadata: {video id: [qids]} of the videos left out for lack of frames
 
 
 class ExtractionStats(dict):
@@ -123,7 +181,7 @@ def _process_info():
 def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set: Optional[Sequence[str]] = None,
                            num_workers: int = 2, videos_per_shard: int = 256, dtype: str = "float32",
                            metadata: Optional[dict] = None, progress: bool = True, bf16: bool = True,
-                           max_videos: Optional[int] = None) -> ExtractionStats:
+                           max_videos: Optional[int] = None, skip_missing: bool = False) -> ExtractionStats:
     """Score every question of ``questions`` (:class:`~sparc.data.questions.VideoQuestion` records)
     on its video's frames from ``frame_source`` (``video id -> uint8 [F, H, W, 3]``, e.g.
     :class:`~sparc.data.frames.FrameSource`) and store ``probs [F, C]`` per qid at ``path``.
@@ -132,11 +190,15 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
     Open-ended: ``answer_set`` (e.g. :func:`~sparc.data.questions.open_answer_set` of train) is every
     question's candidate list; it is recorded in the store's metadata as ``answers``.
 
+    A video without frames is a ``FileNotFoundError`` naming it, its qids and the paths tried, raised
+    before any scoring; with ``skip_missing`` such videos are left out and listed in the store's
+    metadata under ``skipped_videos`` (``{video: [qids]}``: every video whose frames were not found
+    and whose questions are not in the store). A rerun tries them again and updates the list.
+
     ``max_videos`` stops after that many videos of this run (a smoke run, or a test of resuming).
     Returns :class:`ExtractionStats` of this process's run.
     """
     from sparc.data.questions import group_by_video
-
     questions = list(questions)
     if not questions:
         raise ValueError("no questions to extract priors for")
@@ -159,21 +221,36 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
     meta.setdefault("teacher", type(teacher).__name__)
     if answer_set is not None:
         meta["answers"] = list(answer_set)
+    meta.pop(SKIPPED_KEY, None)
 
     rank, world, barrier = _process_info()
     videos = list(groups)[rank::world]
     out = os.fspath(path) if world == 1 else os.path.join(os.fspath(path), f".part-{rank:03d}-of-{world:03d}")
-    create = dict(num_candidates=num_candidates, num_frames=num_frames, dtype=dtype, metadata=meta, resume=True,
+    before = _open_if_there(path)
+    # Missing videos are found before anything is written or scored, over every process's videos, so
+    # that all processes take the same decision.
+    missing = missing_videos(frame_source, groups, unstored_videos(groups, before))
+    if not skip_missing:
+        check_no_missing(missing, groups)
+    # The skipped list changes from run to run: the resume check compares the rest of the metadata.
+    final_meta = dict(meta)
+    if before is not None and SKIPPED_KEY in before.metadata:
+        final_meta[SKIPPED_KEY] = before.metadata[SKIPPED_KEY]
+    del before   # drop its memory maps
+    create = dict(num_candidates=num_candidates, num_frames=num_frames, dtype=dtype, resume=True,
                   shard_size=1 << 62)   # shards are cut at video boundaries below, never by row count
     if world > 1:
         if rank == 0:
-            PriorStore.create(path, **create).close()
+            PriorStore.create(path, metadata=final_meta, **create).close()
         barrier()
     done = set(PriorStore.open(path).qids) if world > 1 else set()
-    writer = PriorStore.create(out, **create)
+    writer = PriorStore.create(out, metadata=meta if world > 1 else final_meta, **create)
     done |= set(writer.existing)
     # Video i of this process's list belongs to shard i // videos_per_shard; finished shards are skipped.
     pending = [(i, v) for i, v in enumerate(videos) if not all(q.qid in done for q in groups[v])]
+    skipped = {v for _, v in pending if v in missing}
+    pending = [(i, v) for i, v in pending if v not in missing]
+    truncated = max_videos is not None and len(pending) > max_videos
     if max_videos is not None:
         pending = pending[:max_videos]
     qids_of = {v: [q.qid for q in groups[v]] for _, v in pending}
@@ -181,24 +258,35 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
                                          batch_size=None, num_workers=num_workers,
                                          prefetch_factor=2 if num_workers else None)
     autocast = bf16 and getattr(teacher, "device", torch.device("cpu")).type == "cuda"
-    stats = ExtractionStats(videos=0, questions=0, frames=0, pairs=0, seconds=0.0)
+    stats = ExtractionStats(videos=0, questions=0, frames=0, pairs=0, seconds=0.0, skipped_videos=0)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pending), unit="video", desc=f"priors [{rank}]" if world > 1 else "priors",
                disable=not progress, smoothing=0.1)
     start = time.perf_counter()
+    buffered_shard = None   # the shard the writer's buffered rows belong to
     try:
         for (index, video), (loaded, frames) in zip(pending, loader):
             assert loaded == video
+            if isinstance(frames, BaseException):
+                if skip_missing and isinstance(frames, FileNotFoundError):
+                    skipped.add(video)
+                    bar.update(1)
+                    continue
+                raise _frames_error(video, qids_of[video], frames)
             todo = groups[video]
             state = teacher.encode_images(frames)
             probs = _score_video(teacher, state, todo, answer_set, autocast)
             if probs.shape[1] != num_frames:
                 raise ValueError(f"qid {todo[0].qid!r}: the teacher returned {probs.shape[1]} frames for video "
                                  f"{video!r}, expected {num_frames} (field: num_frames)")
+            # A skipped video may have been the last of the previous shard: close that shard first.
+            if buffered_shard is not None and buffered_shard != index // videos_per_shard:
+                writer.flush()
             rows = [(q.qid, p) for q, p in zip(todo, probs.cpu().numpy()) if q.qid not in done]
             if rows:
                 writer.add_many([r[0] for r in rows], [r[1] for r in rows])
+                buffered_shard = index // videos_per_shard
             stats["videos"] += 1
             stats["questions"] += len(todo)
             stats["frames"] += probs.shape[1]
@@ -206,6 +294,7 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
             last_of_shard = (index + 1) % videos_per_shard == 0 or index + 1 == len(videos)
             if last_of_shard:
                 writer.flush()
+                buffered_shard = None
             bar.update(1)
             elapsed = time.perf_counter() - start
             bar.set_postfix(pairs_per_s=f"{stats['pairs'] / max(elapsed, 1e-9):.1f}", refresh=False)
@@ -213,7 +302,7 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
         writer.abandon()   # the shard being filled is recomputed on resume: boundaries stay fixed
         bar.close()
         raise
-    if max_videos is not None and pending and pending[-1][0] + 1 != len(videos):
+    if truncated:
         writer.abandon()   # stopped early on purpose: the open shard is recomputed by the next run
     else:
         writer.close()
@@ -221,6 +310,7 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
     stats["seconds"] = time.perf_counter() - start
     stats["videos_per_s"] = stats["videos"] / max(stats["seconds"], 1e-9)
     stats["pairs_per_s"] = stats["pairs"] / max(stats["seconds"], 1e-9)
+    stats["skipped_videos"] = len(skipped)
     if world > 1:
         barrier()
         if rank == 0:
@@ -228,8 +318,27 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
                 part = os.path.join(os.fspath(path), f".part-{r:03d}-of-{world:03d}")
                 if os.path.isdir(part):
                     move_shards(part, path)
+    if rank == 0:
+        _record_skipped(path, groups, frame_source, skipped, final_meta.get(SKIPPED_KEY) or {})
+    if world > 1:
         barrier()
     return stats
+
+
+def _record_skipped(path, groups, frame_source, skipped_here, skipped_before) -> None:
+    """The store's ``skipped_videos``: the videos found without frames (now, or in an earlier run and not
+    extracted since) whose questions are not all stored; the key is absent when there are none."""
+    from sparc.priors.store import update_metadata
+
+    store = PriorStore.open(path)
+    unstored = unstored_videos(groups, store)
+    if hasattr(frame_source, "locate"):   # looked up again: a video may have arrived since an earlier run
+        lacking = set(missing_videos(frame_source, groups, unstored)) | set(skipped_here)
+    else:
+        lacking = set(skipped_here) | set(skipped_before)
+    skipped = {v: [q.qid for q in groups[v]] for v in unstored if v in lacking}
+    if skipped or SKIPPED_KEY in store.metadata:
+        update_metadata(path, {SKIPPED_KEY: skipped or None})
 
 
 # --------------------------------------------------------------------------- command line
@@ -237,10 +346,12 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
 
 def add_subcommand(sub) -> None:
     """Register ``sparc extract-priors``."""
+    from sparc.cli import report_errors
     from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
 
-    p = sub.add_parser("extract-priors", help="score every (frame, question) of a dataset with the image-QA teacher "
-                                              "into a prior store (resumable; accelerate launch splits videos)")
+    p = sub.add_parser("extract-priors", allow_abbrev=False,
+                       help="score every (frame, question) of a dataset with the image-QA teacher into a prior store "
+                            "(resumable; accelerate launch splits videos)")
     add_frame_arguments(p)
     add_teacher_arguments(p)
     p.add_argument("--out", required=True, metavar="STORE", help="prior store directory to write (or resume)")
@@ -260,8 +371,11 @@ def add_subcommand(sub) -> None:
     p.add_argument("--no-bf16", action="store_true", help="on CUDA, run the teacher in float32 instead of bf16 autocast")
     p.add_argument("--frame-chunk", type=int, default=64, metavar="N", help="frames per vision pass (memory only)")
     p.add_argument("--max-videos", type=int, default=None, metavar="N", help="stop after N videos (smoke runs)")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="skip videos without frames under --frames (listed with their qids in the store's metadata, "
+                        "skipped_videos) instead of stopping with an error")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=report_errors("extract-priors", _run))
 
 
 def _device(requested: Optional[str]) -> torch.device:
@@ -275,35 +389,38 @@ def _device(requested: Optional[str]) -> torch.device:
 def _run(args) -> int:
     import sys
 
-    from sparc.data.questions import open_answer_set, read_questions
-    from sparc.teachers.load import frame_source_from_args, teacher_from_args
+    from sparc.data.questions import group_by_video, open_answer_set
+    from sparc.teachers.load import frame_source_from_args, questions_from_args, teacher_from_args
 
-    try:
-        questions = read_questions(args.questions)
-        answers = None
-        if args.answers_from:
-            answers = open_answer_set(read_questions(args.answers_from), args.min_answer_count)
-            if not answers:
-                raise ValueError(f"{args.answers_from}: no answer occurs {args.min_answer_count} times (field: answer)")
-        frames = frame_source_from_args(args)
-        kwargs = {"frame_chunk": args.frame_chunk, "device": _device(args.device)}
-        if getattr(args, "teacher", "albef") == "albef":
-            kwargs.update(scoring=args.scoring, rank_k=args.rank_k)
-        elif args.scoring != "sum":
-            kwargs["length_normalize"] = args.scoring == "mean"
-        teacher = teacher_from_args(args, **kwargs)
-        meta = {"teacher": getattr(args, "teacher", "albef"), "checkpoint": os.path.basename(args.checkpoint or ""),
-                "scoring": args.scoring, "num_frames": args.num_frames, "clips": args.clips,
-                "questions": os.path.basename(args.questions)}
-        stats = extract_dataset_priors(teacher, questions, frames, args.out, answer_set=answers,
-                                       num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
-                                       dtype=args.dtype, metadata=meta, progress=not args.no_progress,
-                                       bf16=not args.no_bf16, max_videos=args.max_videos)
-    except (ValueError, KeyError, OSError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"sparc extract-priors: error: {msg}", file=sys.stderr)
-        return 2
+    questions = questions_from_args(args)
+    answers = None
+    if args.answers_from:
+        answers = open_answer_set(questions_from_args(args, "--answers-from"), args.min_answer_count)
+        if not answers:
+            raise ValueError(f"{args.answers_from}: no answer occurs {args.min_answer_count} times (field: answer)")
+    frames = frame_source_from_args(args)
+    # Before the teacher is loaded (a minute for the full ALBEF): a missing video fails now.
+    groups = group_by_video(questions)
+    if not args.skip_missing:
+        check_no_missing(missing_videos(frames, groups, unstored_videos(groups, args.out)), groups)
+    kwargs = {"frame_chunk": args.frame_chunk, "device": _device(args.device)}
+    if getattr(args, "teacher", "albef") == "albef":
+        kwargs.update(scoring=args.scoring, rank_k=args.rank_k)
+    elif args.scoring != "sum":
+        kwargs["length_normalize"] = args.scoring == "mean"
+    teacher = teacher_from_args(args, **kwargs)
+    meta = {"teacher": getattr(args, "teacher", "albef"), "checkpoint": os.path.basename(args.checkpoint or ""),
+            "scoring": args.scoring, "num_frames": args.num_frames, "clips": args.clips,
+            "questions": os.path.basename(args.questions)}
+    stats = extract_dataset_priors(teacher, questions, frames, args.out, answer_set=answers,
+                                   num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
+                                   dtype=args.dtype, metadata=meta, progress=not args.no_progress,
+                                   bf16=not args.no_bf16, max_videos=args.max_videos, skip_missing=args.skip_missing)
     print(f"{stats['videos']} videos, {stats['questions']} questions, {stats['pairs']} (frame, question) pairs in "
           f"{stats['seconds']:.1f} s ({stats['videos_per_s']:.2f} videos/s, {stats['pairs_per_s']:.1f} pairs/s) "
           f"-> {args.out}")
+    if stats["skipped_videos"]:
+        print(f"sparc extract-priors: warning: skipped {stats['skipped_videos']} video(s) without frames under "
+              f"{args.frames}; they and their qids are listed in {os.path.join(args.out, 'store.json')} "
+              f"(metadata: {SKIPPED_KEY})", file=sys.stderr)
     return 0

@@ -45,7 +45,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["PriorStore", "PriorStoreWriter", "move_shards"]
+__all__ = ["PriorStore", "PriorStoreWriter", "move_shards", "update_metadata"]
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "store.json"
@@ -790,3 +790,21 @@ def move_shards(source: "str | os.PathLike[str]", dest: "str | os.PathLike[str]"
         os.remove(os.path.join(source, name))
     os.rmdir(source)
     return moved
+
+
+def update_metadata(path: "str | os.PathLike[str]", updates: Mapping[str, Any]) -> Dict[str, Any]:
+    """Set keys of the metadata of the store at ``path`` (a value of ``None`` removes its key) and
+    rewrite the manifest atomically; returns the new metadata. For what a job learns only while it
+    runs (extraction records the videos it skipped); the shards are untouched."""
+    path = os.fspath(path)
+    manifest = _read_manifest(path)
+    meta = dict(manifest.get("metadata") or {})
+    for key, value in updates.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    manifest["metadata"] = _normalize_metadata(meta)
+    _atomic_write_bytes(path, MANIFEST_NAME, _json_bytes(manifest))
+    _fsync_dir(path)
+    return manifest["metadata"]
