@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 # Kept here (not imported from sparc.demo_backbones) so that --help stays instant.
 BACKBONE_NAMES = ("hga", "vgt", "stage", "memory", "hme")
@@ -17,10 +18,90 @@ def _demo(args) -> int:
     return 0
 
 
+# ---- errors: expected user errors are one line, bugs keep their traceback ----------------------------
+
+DEBUG_ENV = "SPARC_DEBUG"   # SPARC_DEBUG=1: tracebacks for user errors too
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _raised_by_sparc(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is sparc's code: its own checks word their
+    messages for the user; a ValueError from inside numpy or torch ("operands could not be broadcast")
+    is a bug to be shown with its traceback."""
+    tb = err.__traceback__
+    if tb is None:   # never raised (a test builds one): it has no origin to judge by
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
+
+
+def user_error_message(err: BaseException) -> Optional[str]:
+    """The one-line message of an expected user error, ``None`` for anything else (a bug: it keeps its
+    traceback). Expected: any OSError (a missing file, a full disk), a ValueError raised by sparc's own
+    checks, a KeyError from sparc naming a qid (the library's lookups do)."""
+    if isinstance(err, KeyError):
+        msg = str(err.args[0]) if err.args else ""
+        return msg if "qid" in msg and _raised_by_sparc(err) else None
+    if isinstance(err, OSError) or (isinstance(err, ValueError) and _raised_by_sparc(err)):
+        return " ".join(str(err).split("\n")) or type(err).__name__
+    return None
+
+
 def _fail(command: str, err: Exception) -> int:
-    msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+    """Print ``sparc <command>: error: <message>`` and return exit status 2 (re-raise under SPARC_DEBUG)."""
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        raise err
+    msg = user_error_message(err)
+    if msg is None:  # a TypeError and the like from the prior tools' own checks
+        msg = str(err)
     print(f"sparc {command}: error: {msg}", file=sys.stderr)
     return 2
+
+
+def report_errors(command: str, run: Callable) -> Callable:
+    """``run(args) -> int`` with the expected user errors (:func:`user_error_message`) reported as one
+    line on stderr and exit status 2 instead of a traceback; other exceptions propagate."""
+    def wrapped(args) -> int:
+        try:
+            return run(args)
+        except (ValueError, KeyError, OSError) as e:
+            if user_error_message(e) is None:
+                raise
+            return _fail(command, e)
+
+    return wrapped
+
+
+def _version() -> str:
+    """The installed distribution's version; ``sparc.__version__`` when running from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sparc-videoqa")
+    except PackageNotFoundError:
+        import sparc
+
+        return getattr(sparc, "__version__", "unknown (not installed)")
+
+
+def _teacher_workspace(args) -> int:
+    from pathlib import Path
+
+    from sparc.teachers.tiny import teacher_workflow_commands, write_tiny_teacher_workspace
+
+    root = Path(args.dir)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{args.dir!r} already exists and is not an empty directory; give a new folder")
+    write_tiny_teacher_workspace(root, checkpoint=True)
+    print(f"wrote a tiny ALBEF teacher workspace in {args.dir} (random frames and weights: it shows the workflow, "
+          "its numbers mean nothing)")
+    print("the teacher workflow on it (fine-tune, extract priors, inspect them, diagnose misfocus):")
+    for line in teacher_workflow_commands(args.dir):
+        print(line)
+    return 0
 
 
 def _open_priors(args):
@@ -103,7 +184,10 @@ def _add_prior_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparc", description="Training-time guidance for video question answering.")
+    parser = argparse.ArgumentParser(prog="sparc", description="Training-time guidance for video question answering.",
+                                     allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print the installed sparc-videoqa version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run SpARC's ablation on the embedded synthetic benchmark")
     demo.add_argument("--output-dir", default="sparc-demo", help="where results.json and the figure go (default: ./sparc-demo)")
@@ -112,14 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the video-QA model to train (default: hga)")
     demo.set_defaults(func=_demo)
 
-    stats = sub.add_parser("priors-stats", help="how many frames each threshold keeps in a prior store")
+    stats = sub.add_parser("priors-stats", help="how many frames each threshold keeps in a prior store",
+                           allow_abbrev=False)
     _add_prior_args(stats)
     stats.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7], metavar="T",
                        help="selection thresholds (default: 0.3 0.5 0.7)")
     stats.add_argument("--json", default=None, metavar="OUT", help="also write the statistics as JSON here")
     stats.set_defaults(func=_priors_stats)
 
-    viz = sub.add_parser("viz-priors", help="one PNG per question of P[frame, answer] and an index.html")
+    viz = sub.add_parser("viz-priors", help="one PNG per question of P[frame, answer] and an index.html",
+                         allow_abbrev=False)
     _add_prior_args(viz)
     viz.add_argument("--out", required=True, metavar="DIR", help="where the PNGs and index.html go")
     viz.add_argument("--qids", nargs="+", default=None, help="questions to draw (default: all in the answers file)")
@@ -135,12 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_extract(sub)
     add_finetune(sub)
     add_misfocus(sub)
+
+    ws = sub.add_parser("teacher-workspace", allow_abbrev=False,
+                        help="write a tiny ALBEF teacher workspace and print the teacher workflow's commands on it")
+    ws.add_argument("dir", metavar="DIR", help="folder to create (new or empty), e.g. teacher-demo")
+    ws.set_defaults(func=report_errors("teacher-workspace", _teacher_workspace))
+
+    # No prefix matching anywhere (`--teacher` must not be read as `--teacher-config`), also for the
+    # subcommands whose parsers are built elsewhere.
+    for p in sub.choices.values():
+        p.allow_abbrev = False
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    return report_errors(args.command, args.func)(args)
 
 
 if __name__ == "__main__":

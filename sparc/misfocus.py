@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -447,25 +446,14 @@ def format_misfocus_table(result: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _fail(err: Exception) -> int:
-    msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-    print(f"sparc diagnose-misfocus: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _run(args) -> int:
-    try:
-        result = _dispatch(args)
-    except (ValueError, KeyError, OSError) as e:
-        return _fail(e)
+    # Expected errors (a missing file, a bad value) become one line through report_errors (add_subcommand).
+    result = _dispatch(args)
     print(format_misfocus_table(result))
     if args.json:
-        try:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=1)
-                f.write("\n")
-        except OSError as e:
-            return _fail(e)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
         print(f"wrote {args.json}")
     return 0
 
@@ -477,11 +465,11 @@ def _dispatch(args) -> Dict[str, Any]:
             raise ValueError("--synthetic takes none of --questions, --frames, --store, --swapped-store")
         return synthetic_misfocus(threshold=args.threshold, limit=args.limit, **common)
     if args.questions is None:
-        raise ValueError("give --questions FILE (with --frames and --tokenizer, or with --store and --swapped-store), "
-                         "or --synthetic")
-    from sparc.data.questions import read_questions
+        raise ValueError("give --questions FILE (with --frames, --checkpoint and --tokenizer, or with --store and "
+                         "--swapped-store), or --synthetic")
+    from sparc.teachers.load import questions_from_args
 
-    questions = read_questions(args.questions)
+    questions = questions_from_args(args)
     if args.limit is not None:
         questions = questions[:args.limit]
     threshold = 0.5 if args.threshold is None else args.threshold
@@ -516,11 +504,14 @@ def _positive_int(text: str) -> int:
 
 def add_subcommand(sub) -> None:
     """Register ``diagnose-misfocus`` on ``sub`` (the ``sparc`` parser's sub-parsers)."""
+    from sparc.cli import report_errors
+
     p = sub.add_parser(
-        "diagnose-misfocus", help="how often the selected causal frames survive swapping 'before'/'after' (SpARC 4.1.1)",
+        "diagnose-misfocus", allow_abbrev=False,
+        help="how often the selected causal frames survive swapping 'before'/'after' (SpARC 4.1.1)",
         description="Swap 'before' and 'after' in the questions that contain them and report how often the "
                     "selected causal frames stay identical (SpARC 4.1.1). Modes: teacher (--questions --frames "
-                    "--tokenizer), stores (--questions --store --swapped-store), --synthetic (the embedded "
+                    "--checkpoint --tokenizer), stores (--questions --store --swapped-store), --synthetic (the embedded "
                     "benchmark; there the edit swaps the asked subject).")
     from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
 
@@ -543,4 +534,4 @@ def add_subcommand(sub) -> None:
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use the first N questions only")
     p.add_argument("--progress", action="store_true", help="show a progress bar (teacher mode)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the result (with per-question records) here")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=report_errors("diagnose-misfocus", _run))

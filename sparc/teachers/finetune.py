@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -108,7 +107,9 @@ class _CrossModal(nn.Module):
 
 
 class _PoolFrames(torch.utils.data.Dataset):
-    """Item = a tuple of video ids -> preprocessed frames ``[V, F, 3, R, R]`` (runs in the workers)."""
+    """Item = a tuple of video ids -> preprocessed frames ``[V, F, 3, R, R]`` (runs in the workers), or
+    the ValueError saying which video could not be read: returned, not raised, since a worker's
+    exception reaches the user wrapped in the DataLoader's multi-line report."""
 
     def __init__(self, frame_source, image_res: int, frames_per_video: int, qids_of: Dict[str, List[str]]):
         self.frame_source, self.image_res, self.frames_per_video = frame_source, image_res, frames_per_video
@@ -117,7 +118,13 @@ class _PoolFrames(torch.utils.data.Dataset):
     def __len__(self):  # items are addressed by the sampler's tuples
         return 0
 
-    def __getitem__(self, videos: Tuple[str, ...]) -> torch.Tensor:
+    def __getitem__(self, videos: Tuple[str, ...]):
+        try:
+            return self._load(videos)
+        except ValueError as e:
+            return e
+
+    def _load(self, videos: Tuple[str, ...]) -> torch.Tensor:
         from sparc.teachers.likelihood import preprocess_frames
 
         out = []
@@ -285,6 +292,8 @@ def finetune_teacher(
             dataset, batch_size=None, sampler=[tuple(videos[i] for i in pool) for pool, _ in plan[first_pool:]],
             num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
         for pool_index, frames in enumerate(loader, start=first_pool):
+            if isinstance(frames, Exception):
+                raise frames
             pool_videos_, batches = plan[pool_index]
             V, Fr = frames.shape[:2]
             with torch.no_grad(), accelerator.autocast():
@@ -362,46 +371,48 @@ def save_albef_weights(model, path: str) -> str:
 
 def add_subcommand(sub) -> None:
     """Register ``sparc teacher-finetune`` on an argparse subparsers object."""
-    p = sub.add_parser("teacher-finetune", help="fine-tune the ALBEF teacher on a video dataset's frames (SpARC A.1)")
+    from sparc.cli import report_errors
     from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
 
+    p = sub.add_parser("teacher-finetune", allow_abbrev=False,
+                       help="fine-tune the ALBEF teacher on a video dataset's frames (SpARC A.1)")
     add_frame_arguments(p)
     add_teacher_arguments(p, kinds=("albef",), tokenizer_required=True)
     p.add_argument("--output-dir", required=True, metavar="DIR", help="checkpoints and albef-finetuned.safetensors")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--epochs", type=int, default=5, metavar="N", help="passes over the dataset (default 5, SpARC A.4)")
+    p.add_argument("--lr", type=float, default=2e-5, help="learning rate, constant (default 2e-5, SpARC A.4)")
+    p.add_argument("--weight-decay", type=float, default=0.01,
+                   help="weight decay on weight matrices (default 0.01, SpARC A.4)")
     p.add_argument("--optimizer", choices=("adamw", "adam"), default="adamw",
                    help="adamw: ALBEF's (default); adam: torch.optim.Adam with L2")
-    p.add_argument("--batch-size", type=int, default=32, help="(frame, question) pairs per step and process")
-    p.add_argument("--pool-videos", type=int, default=8, help="videos decoded together and shuffled within (default 8)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: every epoch)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_run)
+    p.add_argument("--batch-size", type=int, default=32, metavar="N",
+                   help="(frame, question) pairs per step and process (default 32)")
+    p.add_argument("--pool-videos", type=int, default=8, metavar="N",
+                   help="videos decoded together and shuffled within (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order and dropout (default 0)")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="stop after N optimizer steps (writes the weights; a rerun resumes)")
+    p.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+                   help="accelerate's mixed precision (default: no)")
+    p.add_argument("--num-workers", type=int, default=2, metavar="N", help="frame-decoding workers (default 2)")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="steps between checkpoints (0: every epoch)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=report_errors("teacher-finetune", _run))
 
 
 def _run(args) -> int:
-    try:
-        from sparc.data.questions import read_questions
-        from sparc.teachers.load import build_albef, frame_source_from_args, load_bert_tokenizer
+    from sparc.teachers.load import albef_from_args, frame_source_from_args, load_bert_tokenizer, questions_from_args
 
-        questions = read_questions(args.questions)
-        frames = frame_source_from_args(args)
-        tokenizer = load_bert_tokenizer(args.tokenizer)
-        model = build_albef(args.teacher_config, args.checkpoint, trust_checkpoint=args.trust_checkpoint)
-        result = finetune_teacher(
-            model, tokenizer, questions, frames, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-            optimizer=args.optimizer, batch_size=args.batch_size, pool_videos=args.pool_videos, seed=args.seed,
-            output_dir=args.output_dir, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
-            mixed_precision=args.mixed_precision, num_workers=args.num_workers, progress=not args.no_progress)
-    except (ValueError, KeyError, OSError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"sparc teacher-finetune: error: {msg}", file=sys.stderr)
-        return 2
+    questions = questions_from_args(args)
+    frames = frame_source_from_args(args)
+    model = albef_from_args(args)   # checks --tokenizer too
+    tokenizer = load_bert_tokenizer(args.tokenizer)
+    result = finetune_teacher(
+        model, tokenizer, questions, frames, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+        optimizer=args.optimizer, batch_size=args.batch_size, pool_videos=args.pool_videos, seed=args.seed,
+        output_dir=args.output_dir, checkpoint_every=args.checkpoint_every, max_steps=args.max_steps,
+        mixed_precision=args.mixed_precision, num_workers=args.num_workers, progress=not args.no_progress)
     if result.output_path:
         state = "done" if result.completed else f"stopped at step {result.global_step}"
         print(f"{state}: {result.global_step} steps, last loss {result.losses[-1] if result.losses else float('nan'):.4f}; "

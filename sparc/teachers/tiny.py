@@ -12,18 +12,23 @@
 
 The model's weights are random unless ``checkpoint=True`` (then ``albef.safetensors`` in ALBEF's key
 layout, loadable by :func:`~sparc.teachers.albef.load_albef_checkpoint`).
+
+:func:`teacher_workflow_commands` gives the teacher workflow's five ``sparc`` commands on such a
+workspace (``sparc teacher-workspace DIR`` writes one and prints them).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Union
 
 import torch
 
-__all__ = ["TINY_ALBEF_CONFIG", "TINY_WORDS", "write_tiny_teacher_workspace"]
+__all__ = ["TINY_ALBEF_CONFIG", "TINY_WORDS", "write_tiny_teacher_workspace", "teacher_workflow_commands"]
 
 TINY_WORDS = ["what", "does", "did", "the", "man", "woman", "boy", "girl", "dog", "do", "before", "after", "he",
               "she", "it", "sits", "stands", "runs", "why", "how", "is", "holding", "sit", "stand", "run", "wave",
@@ -92,3 +97,26 @@ def write_tiny_teacher_workspace(root: Union[str, Path], num_videos: int = 4, qu
         paths["checkpoint"] = root / "albef.safetensors"
         save_file(sd, str(paths["checkpoint"]))
     return paths
+
+
+def teacher_workflow_commands(root: Union[str, Path], num_frames: int = 4) -> List[str]:
+    """The teacher workflow on a workspace written with ``checkpoint=True`` at ``root``, one shell line
+    per step: ``teacher-finetune`` (from ``albef.safetensors``, one epoch) -> ``extract-priors`` (with
+    the fine-tuned weights) -> ``priors-stats`` -> ``viz-priors`` -> ``diagnose-misfocus``. Paths are
+    ``root`` joined as given (a relative ``root`` gives commands to run from the same folder), quoted
+    for the shell; outputs go to ``teacher-ft/``, ``priors/`` and ``viz/`` inside ``root``."""
+    def path(*parts: str) -> str:
+        return shlex.quote(os.path.join(os.fspath(root), *parts))
+
+    data = f"--questions {path('questions.jsonl')} --frames {path('frames')} --num-frames {int(num_frames)}"
+    teacher = f"--teacher-config {path('teacher-config.json')} --tokenizer {path('vocab.txt')}"
+    finetuned = path("teacher-ft", "albef-finetuned.safetensors")
+    quick = "--num-workers 0 --no-progress"   # a handful of tiny videos: worker processes cost more than they save
+    return [
+        f"sparc teacher-finetune {data} {teacher} --checkpoint {path('albef.safetensors')} "
+        f"--output-dir {path('teacher-ft')} --epochs 1 --batch-size 8 {quick}",
+        f"sparc extract-priors {data} {teacher} --checkpoint {finetuned} --out {path('priors')} {quick}",
+        f"sparc priors-stats {path('priors')} --answers {path('questions.jsonl')}",
+        f"sparc viz-priors {path('priors')} --answers {path('questions.jsonl')} --out {path('viz')}",
+        f"sparc diagnose-misfocus {data} {teacher} --checkpoint {finetuned}",
+    ]
