@@ -30,6 +30,23 @@ def close64(a: torch.Tensor, b: torch.Tensor, rel: float = REL64) -> bool:
     return (a - b).abs().max().item() <= rel * scale
 
 
+#: ALBEF's batched scoring (sparc.teachers.albef_batched) takes the vocabulary log-softmax in float32
+#: whatever the model's dtype, so its equivalences run a float64 model and differ only by that last
+#: step's float32 rounding: a few eps32 per scored token at the log-likelihoods' scale, on any CPU
+#: (measured <= 1.1). 16 eps32 (4e-5 for log-likelihoods of ~22) is far below what attending to a wrong
+#: tree node or question token does (O(0.1)).
+LL_K = 16
+
+
+def close_ll(a: torch.Tensor, b: torch.Tensor, k: float = LL_K) -> bool:
+    """ALBEF log-likelihoods (or probabilities) equal up to ``k`` float32 epsilons at ``b``'s scale
+    (at least 1)."""
+    from sparc.testing import EPS32
+
+    scale = max(1.0, float(b.abs().max()))
+    return float((a.double() - b.double()).abs().max()) <= k * EPS32 * scale
+
+
 def as64(x):
     """``x`` (a tensor, or a dict / list / tuple of them) with its floating tensors in float64."""
     return cast_floating(x, torch.float64)
