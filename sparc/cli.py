@@ -23,29 +23,14 @@ def _demo(args) -> int:
 DEBUG_ENV = "SPARC_DEBUG"   # SPARC_DEBUG=1: tracebacks for user errors too
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _raised_by_sparc(err: BaseException) -> bool:
-    """Whether the innermost frame of ``err``'s traceback is sparc's code: its own checks word their
-    messages for the user; a ValueError from inside numpy or torch ("operands could not be broadcast")
-    is a bug to be shown with its traceback."""
-    tb = err.__traceback__
-    if tb is None:   # never raised (a test builds one): it has no origin to judge by
-        return True
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE_DIR + os.sep)
-
-
 def user_error_message(err: BaseException) -> Optional[str]:
     """The one-line message of an expected user error, ``None`` for anything else (a bug: it keeps its
-    traceback). Expected: any OSError (a missing file, a full disk), a ValueError raised by sparc's own
-    checks, a KeyError from sparc naming a qid (the library's lookups do)."""
+    traceback). Expected: an OSError (a missing file, a full disk), a ValueError (sparc's checks of the
+    input raise them, wording the message for the user), a KeyError naming a qid (the store's lookups)."""
     if isinstance(err, KeyError):
         msg = str(err.args[0]) if err.args else ""
-        return msg if "qid" in msg and _raised_by_sparc(err) else None
-    if isinstance(err, OSError) or (isinstance(err, ValueError) and _raised_by_sparc(err)):
+        return msg if "qid" in msg else None
+    if isinstance(err, (ValueError, OSError)):
         return " ".join(str(err).split("\n")) or type(err).__name__
     return None
 
