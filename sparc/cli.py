@@ -90,12 +90,20 @@ def _teacher_workspace(args) -> int:
 
 
 def _open_priors(args):
-    """(store, answers, by) for the prior tools; ``by`` defaults to "type" when every answer has one."""
+    """(store, answers, by) for the prior tools; ``by`` defaults to "type" when every answer has one.
+    Questions of the videos that extraction skipped for lack of frames (the store's ``skipped_videos``)
+    are left out of the answers, with a note saying how many."""
     from sparc.prior_tools import load_answers
     from sparc.priors import PriorStore
 
     store = PriorStore.open(args.store)
     answers = load_answers(args.answers, store)
+    skipped = {q for qids in (store.metadata.get("skipped_videos") or {}).values() for q in qids}
+    left_out = {q for q in answers if q in skipped and q not in store}
+    if left_out:
+        answers = {q: r for q, r in answers.items() if q not in left_out}
+        print(f"sparc {args.command}: note: {len(left_out)} question(s) of the videos skipped at extraction "
+              f"(skipped_videos in {args.store}/store.json) are left out", file=sys.stderr)
     by = args.by
     if by is None and answers and all("type" in r.fields for r in answers.values()):
         by = "type"

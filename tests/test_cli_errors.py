@@ -226,6 +226,9 @@ def test_skip_missing_records_skipped_videos_and_resumes(ws, tmp_path, frames_wi
     store = PriorStore.open(out)
     assert store.metadata["skipped_videos"] == {"video001": ["video001_0", "video001_1", "video001_2"]}
     assert len(store) == 9 and "video001_0" not in store
+    # the prior tools read the questions file as answers: the skipped videos' questions are left out, said so
+    assert main(["priors-stats", str(out), "--answers", str(ws["questions"])]) == 0
+    assert "note: 3 question(s) of the videos skipped" in capsys.readouterr().err
 
     assert main(argv) == 0   # a rerun: nothing recomputed, the metadata check still passes
     assert "0 videos" in capsys.readouterr().out
