@@ -30,11 +30,12 @@ def close64(a: torch.Tensor, b: torch.Tensor, rel: float = REL64) -> bool:
     return (a - b).abs().max().item() <= rel * scale
 
 
-#: ALBEF's batched scoring (sparc.teachers.albef_batched) takes the vocabulary log-softmax in float32
-#: whatever the model's dtype, so its equivalences run a float64 model and differ only by that last
-#: step's float32 rounding: a few eps32 per scored token at the log-likelihoods' scale, on any CPU
-#: (measured <= 1.1). 16 eps32 (4e-5 for log-likelihoods of ~22) is far below what attending to a wrong
-#: tree node or question token does (O(0.1)).
+#: The teachers' scoring (ALBEF's batched path, sparc.teachers.albef_batched; BlipTeacher) takes the
+#: vocabulary log-softmax in float32 whatever the model's dtype, so their equivalences run a float64
+#: model and differ only by that last step's float32 rounding: a few eps32 per scored token at the
+#: log-likelihoods' scale, on any CPU (measured <= 1.1 with AVX-512, AVX2 and default kernels). 16 eps32
+#: (4e-5 for log-likelihoods of ~22) is far below what attending to a wrong tree node, padding or
+#: question token does (O(0.1)).
 LL_K = 16
 
 
