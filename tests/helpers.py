@@ -58,6 +58,16 @@ def model64(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model).double()
 
 
+def free_port() -> int:
+    """A TCP port free right now, for torchrun's --master_port: a fixed port fails (EADDRINUSE) while
+    another test run on the same machine holds it."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def run_eval(model, *args, **kwargs):
     """``model(*args, **kwargs)`` in eval mode without gradients."""
     model.eval()

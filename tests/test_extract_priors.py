@@ -185,7 +185,9 @@ def test_torchrun_two_processes_equal_one(ws, tmp_path):
             "--checkpoint", str(ws["checkpoint"]), "--num-workers", "0", "--no-progress", "--dtype", "float32",
             "--videos-per-shard", "1"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537", "-m", "sparc"]
+    from helpers import free_port  # tests/helpers.py
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "sparc"]
     subprocess.run(launch + args + ["--out", str(tmp_path / "two")], env=env, check=True, timeout=300,
                    capture_output=True)
     assert main(args + ["--out", str(tmp_path / "one")]) == 0

@@ -213,7 +213,9 @@ def test_two_processes_train_like_one_with_the_global_batch(ws, tmp_path):
               "4", "--tokenizer", str(ws["vocab"]), "--teacher-config", str(tmp_path / "nodrop.json"), "--checkpoint",
               str(ws["checkpoint"]), "--epochs", "2", "--num-workers", "0", "--no-progress"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29543", "-m", "sparc"]
+    from helpers import free_port  # tests/helpers.py
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "sparc"]
     subprocess.run(launch + common + ["--batch-size", "4", "--output-dir", str(tmp_path / "two")], env=env, check=True,
                    timeout=300, capture_output=True)
     assert main(common + ["--batch-size", "8", "--output-dir", str(tmp_path / "one")]) == 0

@@ -145,13 +145,9 @@ def test_two_cpu_processes_match_one(tmp_path):
     code = "import sys; from test_train import two_process_worker; two_process_worker(sys.argv[1], int(sys.argv[2]))"
     script = tmp_path / "worker.py"
     script.write_text(code)
-    # A free port, not a fixed one: another test run on the same machine may hold any fixed port.
-    import socket
+    from helpers import free_port  # tests/helpers.py
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     subprocess.run(launch + [str(script), str(tmp_path / "two.pt"), "5"], env=env, check=True, timeout=300)
     subprocess.run([sys.executable, str(script), str(tmp_path / "one.pt"), "10"], env=env, check=True, timeout=300)
     two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
