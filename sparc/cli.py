@@ -12,9 +12,10 @@ BACKBONE_NAMES = ("hga", "vgt", "stage", "memory", "hme")
 
 
 def _demo(args) -> int:
-    from sparc.demo import run_demo
+    from sparc.demo import DemoSettings, run_demo
 
-    run_demo(output_dir=args.output_dir, quick=args.quick, backbone=args.backbone)
+    settings = DemoSettings.make(args.quick, args.backbone, configs=args.configs, seeds=args.seeds, epochs=args.epochs)
+    run_demo(output_dir=args.output_dir, settings=settings)
     return 0
 
 
@@ -184,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run SpARC's ablation on the embedded synthetic benchmark")
     demo.add_argument("--output-dir", default="sparc-demo", help="where results.json and the figure go (default: ./sparc-demo)")
-    demo.add_argument("--quick", action="store_true", help="a smaller run, about a minute")
+    demo.add_argument("--quick", action="store_true",
+                      help="a smoke run of the whole pipeline (one seed, small budget): its numbers say nothing about SpARC")
+    demo.add_argument("--configs", nargs="+", default=None, metavar="CONFIG",
+                      help="configs to train besides plain, e.g. '+T+S' '+T+S whole-CE' (default: the paper's "
+                           "ablation and the whole-CE variant; `sparc.demo.CONFIGS` lists them all)")
+    demo.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED", help="seeds (default: 0 1 2)")
+    demo.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="training epochs (default: 4)")
     demo.add_argument("--backbone", default="hga", choices=BACKBONE_NAMES,
                       help="the video-QA model to train (default: hga)")
     demo.set_defaults(func=_demo)

@@ -9,8 +9,8 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
                 num_examples: int = 4, title: str = "HGA") -> None:
     """The demo's figure: on the left, for the first ``num_examples`` test questions, the teacher's
     per-frame probability of the correct answer with the selection threshold, the frames it keeps
-    (filled bars) and the truly causal frames (stars); on the right, test accuracy per config (mean,
-    with the std over seeds as error bars)."""
+    (filled bars) and the truly causal frames (stars); on the right, test accuracy against epochs for
+    every config (mean over seeds) and the final accuracy per config (mean, std over seeds as error bars)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display needed
@@ -19,7 +19,7 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
 
     qids = test_split.qids[:num_examples]
     priors = test_store.lookup(qids).numpy()
-    fig = plt.figure(figsize=(13, 2.0 * num_examples + 1))
+    fig = plt.figure(figsize=(14, 2.0 * num_examples + 1.5))
     grid = fig.add_gridspec(num_examples, 2, width_ratios=[1.5, 1], wspace=0.25, hspace=0.9)
     for n, qid in enumerate(qids):
         ax = fig.add_subplot(grid[n, 0])
@@ -46,18 +46,31 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
             ], fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.3), ncol=3, frameon=False)
         if n == num_examples - 1:
             ax.set_xlabel("frame (subject·action it shows)", fontsize=8)
-    ax = fig.add_subplot(grid[:, 1])
+    right = grid[:, 1].subgridspec(2, 1, hspace=0.35)
     labels = list(table)
+    colors = {k: ("tab:gray" if k == "plain" else plt.cm.tab10(i % 10)) for i, k in enumerate(labels)}
+    ax = fig.add_subplot(right[0])
+    for k in labels:
+        curve = table[k].get("curve") or []
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker=".", color=colors[k], label=k,
+                linewidth=2 if k == "plain" else 1.2)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.set_ylabel("test accuracy (%)", fontsize=8)
+    ax.set_title("accuracy against epochs (mean over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = fig.add_subplot(right[1])
     means, stds = [table[k]["mean"] for k in labels], [table[k]["std"] for k in labels]
-    ax.bar(labels, means, yerr=stds, capsize=5, color=["tab:gray" if k == "plain" else "tab:blue" for k in labels])
+    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=[colors[k] for k in labels])
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=7)
     for i, (m, sd) in enumerate(zip(means, stds)):
-        ax.text(i, m + sd + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=9)
+        ax.text(i, m + sd + 1, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
     ax.axhline(100 / priors.shape[2], color="black", linestyle=":", linewidth=1, label="chance")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%)", fontsize=8)
     ax.set_ylim(0, 105)
-    ax.set_title(f"{title} on the synthetic benchmark (mean ± std over seeds)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.savefig(png_path, dpi=110, bbox_inches="tight")
+    ax.set_title(f"{title} on the synthetic benchmark (mean ± std over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.savefig(png_path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 

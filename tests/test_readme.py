@@ -91,14 +91,9 @@ def test_readme_has_exactly_two_setup_commands_near_the_top():
     assert [without_pip(c) for c in cmds] == ["sparc demo", "python -m pytest -q"]
 
 
-@pytest.mark.xfail(reason="tiny demo switch pending: SPARC_DEMO_TINY=1 (sparc/demo.py is being rewritten)",
-                   strict=False)
 def test_readme_setup_commands(tmp_path):
     """The set-up block's commands without their pip install: `sparc demo` runs with SPARC_DEMO_TINY=1
     (tiny settings, same code path); `python -m pytest -q` is this suite, so only its text is checked."""
-    sources = "\n".join(p.read_text("utf-8") for p in (ROOT / "sparc").rglob("*.py"))
-    if "SPARC_DEMO_TINY" not in sources:  # without the switch `sparc demo` is the full 5-minute run
-        pytest.xfail("sparc has no SPARC_DEMO_TINY switch yet")
     for cmd in map(without_pip, commands(SETUP[2])):
         if cmd.startswith("python -m pytest"):
             assert cmd == "python -m pytest -q"

@@ -14,7 +14,7 @@ action (at the scale of real backbone features, norms of tens) plus noise, and t
 BERT-like, contextual: every token of "[CLS] <subject> [SEP] <action> [SEP]" (the question cut to its
 content word) also carries the sentence's content words.
 
-Splits: ``teacher`` (trains the image-QA teacher on single frames), ``train`` and ``test``, each drawn
+Splits: ``teacher`` (trains the image-QA teacher on its videos' frames), ``train`` and ``test``, each drawn
 from its own random stream (no video is shared). Everything is deterministic from the seed.
 
 The other backbones read other modalities of the same videos (:meth:`SyntheticBenchmark.views`, drawn
@@ -190,8 +190,18 @@ class SyntheticBenchmark:
         return SyntheticViews(f32(frame_feats), f32(regions), f32(boxes), f32(motion), subtitles)
 
     # ---- torch plumbing -------------------------------------------------------------------------
-    def dataset(self, split: str) -> "SyntheticDataset":
-        return SyntheticDataset(self, self.splits[split])
+    def dataset(self, split: str, qa_tokens: np.ndarray = None) -> "SyntheticDataset":
+        """``qa_tokens`` replaces the split's question tokens (e.g. :meth:`swap_asked_subject`)."""
+        return SyntheticDataset(self, self.splits[split], qa_tokens)
+
+    def swap_asked_subject(self, split: str) -> np.ndarray:
+        """``qa_tokens`` of ``split`` with the asked subject ``subject_i`` replaced by ``subject_(i+1 mod S)``.
+        The swapped subject does other actions in the video, so a model that reads the question's subject
+        must change its answer; one that answers from the visible actions alone does not."""
+        tokens = self.splits[split].qa_tokens.copy()
+        first, S = self.token("subject0"), self.config.num_subjects
+        tokens[:, :, 1] = first + (tokens[:, :, 1] - first + 1) % S
+        return tokens
 
     def qa_features(self, qa_tokens: torch.Tensor) -> torch.Tensor:
         """BERT-like token features ``[..., L, word_dim]`` of token ids ``[..., L]``: each token's fixed
@@ -213,15 +223,16 @@ class SyntheticBenchmark:
 class SyntheticDataset(torch.utils.data.Dataset):
     """Items are dicts; :meth:`collate` builds HGA-style batches (``vid_feats``, ``qas``, ``qas_lengths``)."""
 
-    def __init__(self, bench: SyntheticBenchmark, split: SyntheticSplit):
+    def __init__(self, bench: SyntheticBenchmark, split: SyntheticSplit, qa_tokens: np.ndarray = None):
         self.bench, self.split = bench, split
+        self.qa_tokens = split.qa_tokens if qa_tokens is None else qa_tokens
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> dict:
         s = self.split
-        return {"index": i, "split": s.name, "qid": s.qids[i], "vid_feats": s.vid_feats[i], "qa_tokens": s.qa_tokens[i],
+        return {"index": i, "split": s.name, "qid": s.qids[i], "vid_feats": s.vid_feats[i], "qa_tokens": self.qa_tokens[i],
                 "answer": s.answer[i]}
 
     def collate(self, items: List[dict]) -> dict:
