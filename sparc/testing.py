@@ -126,9 +126,8 @@ class OriginalFixture:
         with torch.no_grad():
             return self.run(self.model, self.inputs)
 
-    def compare(self) -> Dict[str, float]:
-        """Max abs difference to the recorded value, for every output the model reproduces."""
-        diffs: Dict[str, float] = {}
+    def _pairs(self):
+        """(name, computed, recorded) for every output the model reproduces; a shape mismatch is an error."""
         for name, got in self.predict().items():
             expected = self.outputs[name]
             if tuple(got.shape) != tuple(expected.shape):
@@ -136,6 +135,12 @@ class OriginalFixture:
                     f"{name}: reference model gives shape {tuple(got.shape)}, "
                     f"fixture has {tuple(expected.shape)}"
                 )
+            yield name, got, expected
+
+    def compare(self) -> Dict[str, float]:
+        """Max abs difference to the recorded value, for every output the model reproduces."""
+        diffs: Dict[str, float] = {}
+        for name, got, expected in self._pairs():
             diff = (got.detach().double().cpu() - expected.double()).abs()
             diffs[name] = float(diff.max()) if diff.numel() else 0.0
         return diffs
@@ -143,16 +148,7 @@ class OriginalFixture:
     def tolerance_ratios(self, k: float = FLOAT32_K) -> Dict[str, float]:
         """For every output the model reproduces, the worst ratio of its difference to the recorded
         value over :func:`float32_tolerance` (element by element): at most 1 means reproduced."""
-        ratios: Dict[str, float] = {}
-        for name, got in self.predict().items():
-            expected = self.outputs[name]
-            if tuple(got.shape) != tuple(expected.shape):
-                raise AssertionError(
-                    f"{name}: reference model gives shape {tuple(got.shape)}, "
-                    f"fixture has {tuple(expected.shape)}"
-                )
-            ratios[name] = _ratio(got, expected, k)
-        return ratios
+        return {name: _ratio(got, expected, k) for name, got, expected in self._pairs()}
 
 
 def original_fixture(folder) -> OriginalFixture:
