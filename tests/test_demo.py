@@ -123,3 +123,22 @@ def test_swapping_the_asked_subject_changes_only_the_subject_token():
     np.testing.assert_array_equal(np.delete(after, 1, axis=2), np.delete(before, 1, axis=2))
     first, S = bench.token("subject0"), bench.config.num_subjects
     assert ((after[:, :, 1] - first) == (before[:, :, 1] - first + 1) % S).all()
+
+
+def test_frame_teacher_reads_region_slots_in_any_order():
+    """With ``num_slots=2`` the question attends over the two regions of a frame: swapping them changes nothing."""
+    from sparc.teachers.frame_qa import FrameQATeacher
+
+    torch.manual_seed(0)
+    teacher = FrameQATeacher(feature_dim=8, word_dim=6, hidden=5, num_slots=2).eval()
+    frames = torch.randn(3, 8)
+    swapped = torch.cat([frames[:, 4:], frames[:, :4]], dim=1)
+    questions, candidates = torch.randn(2, 4, 6), torch.randn(2, 5, 6)
+    with torch.no_grad():
+        p = teacher.score(teacher.encode_images(frames), questions, candidates)
+        q = teacher.score(teacher.encode_images(swapped), questions, candidates)
+    assert p.shape == (2, 3, 5)
+    torch.testing.assert_close(p, q)
+    torch.testing.assert_close(p.sum(-1), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="multiple of num_slots"):
+        FrameQATeacher(feature_dim=7, word_dim=6, num_slots=2)

@@ -1,9 +1,9 @@
 """A small image-QA model over precomputed frame features: the synthetic benchmark's teacher.
 
-It is a real (if small) image-QA network. A frame feature is read as ``num_slots`` region slots; the
-question attends over them and a learned "nothing here" region (as ALBEF's fusion layers attend over
-image patches), the attended region
-is fused with the question, and each candidate is scored by a dot product:
+It is a real (if small) image-QA network. A frame feature is read as ``num_slots`` region slots (one by
+default: the whole feature); the question attends over them and a learned "nothing here" region, as
+ALBEF's fusion layers attend over image patches; the attended region is fused with the question, and each
+candidate is scored by a dot product:
 ``score(frame, question, candidates) = softmax_c(⟨g(frame, question), h(candidate_c)⟩)``.
 It is trained as SpARC A.1 fine-tunes ALBEF: on frames sampled uniformly from the videos of a split
 the video model never sees, each frame labelled with its question's answer.
