@@ -69,10 +69,12 @@ class DemoSettings:
     lr: float = 3e-3
     hidden: int = 32
     threshold: float = 0.5
-    train_size: int = 2560
+    train_size: int = 3000
     test_size: int = 1000
     teacher_size: int = 2000
-    teacher_epochs: int = 5              # SpARC A.1: every frame of a video, labelled with its question's answer
+    teacher_pretrain_epochs: int = 8     # image-QA training on the answer frames (ALBEF arrives as a VQA model)
+    teacher_epochs: int = 4              # SpARC A.1: every frame of a video, labelled with its question's answer
+    teacher_lr: float = 2e-4             # fine-tuning rate (the image-QA stage uses train_frame_teacher's 2e-3)
     workers: int = 2
     quick: bool = False
     backbone: str = "hga"
@@ -84,7 +86,7 @@ class DemoSettings:
 
         if os.environ.get(TINY_ENV, "") not in ("", "0"):
             settings = cls(seeds=(0,), configs=("plain", "+T+S"), epochs=1, train_size=128, test_size=64,
-                           teacher_size=128, teacher_epochs=1, quick=True)
+                           teacher_size=128, teacher_pretrain_epochs=1, teacher_epochs=1, quick=True)
         elif quick:
             settings = cls(seeds=(0,), configs=("plain", "+T+S", "+T+S whole-CE"), epochs=3, train_size=2048,
                            test_size=500, teacher_size=1000, teacher_epochs=3, quick=True)
@@ -142,22 +144,35 @@ def build_techniques(names, threshold: float):
 # ---- the teacher ------------------------------------------------------------------------------------
 
 def train_teacher(bench, settings: DemoSettings, log):
-    """The image-QA teacher, trained only on the teacher split as SpARC A.1 fine-tunes ALBEF: on frames
-    sampled uniformly from each video (here all T of them), each labelled with its question's answer,
-    whether or not it shows the answer. It therefore learns to be unsure on frames without the
-    evidence (its "nothing here" region) instead of naming the action it sees."""
+    """The image-QA teacher, trained only on the teacher split (it never sees a train or test label).
+    ALBEF arrives as a VQA model, so the teacher is first trained as one: on single frames that show the
+    asked subject doing the answer. Then it is fine-tuned as SpARC A.1 fine-tunes ALBEF: on frames sampled
+    uniformly from each video (here all T of them), each labelled with its question's answer whether or
+    not it shows it, so that it learns to be unsure on frames without the evidence (its "nothing here"
+    region) instead of naming the action it sees."""
     from sparc.teachers.frame_qa import FrameQATeacher, train_frame_teacher
 
     split = bench.splits["teacher"]
     questions, candidates = bench.teacher_inputs("teacher")
     torch.manual_seed(0)
-    teacher = FrameQATeacher(bench.config.feature_dim, bench.config.word_dim)
-    history = train_frame_teacher(teacher, torch.from_numpy(split.vid_feats), questions, candidates,
-                                  torch.from_numpy(split.answer), epochs=settings.teacher_epochs)
-    log(f"teacher (SpARC A.1): trained on all {split.vid_feats.shape[0] * split.vid_feats.shape[1]} frames of "
-        f"{len(split)} teacher-split videos, each labelled with its question's answer "
-        f"(loss {history[0]:.3f} -> {history[-1]:.3f})")
+    pairs = split.images.shape[2]
+    teacher = FrameQATeacher(bench.config.feature_dim * pairs, bench.config.word_dim, num_slots=pairs)
+    frames, answer = teacher_frames(split), torch.from_numpy(split.answer)
+    vqa = train_frame_teacher(teacher, frames, questions, candidates, answer,
+                              frame_mask=torch.from_numpy(split.causal), epochs=settings.teacher_pretrain_epochs)
+    a1 = train_frame_teacher(teacher, frames, questions, candidates, answer, epochs=settings.teacher_epochs,
+                             lr=settings.teacher_lr, seed=1)
+    log(f"teacher: image-QA training on the {int(split.causal.sum())} answer frames of {len(split)} teacher-split "
+        f"videos (loss {vqa[0]:.2f} -> {vqa[-1]:.2f}), then SpARC A.1 fine-tuning on all "
+        f"{split.vid_feats.shape[0] * split.vid_feats.shape[1]} of their frames, each labelled with its "
+        f"question's answer (loss {a1[0]:.2f} -> {a1[-1]:.2f})")
     return teacher
+
+
+def teacher_frames(split) -> torch.Tensor:
+    """What the image model reads of each frame: its regions (one per pair), concatenated ``[N, T, P*D]``,
+    as ALBEF reads an image's patches (its question attends over them)."""
+    return torch.from_numpy(split.images).flatten(2)
 
 
 def extract_split_priors(bench, teacher, split_name: str, path: str):
@@ -165,7 +180,7 @@ def extract_split_priors(bench, teacher, split_name: str, path: str):
 
     split = bench.splits[split_name]
     questions, candidates = bench.teacher_inputs(split_name)
-    frames = torch.from_numpy(split.vid_feats)
+    frames = teacher_frames(split)
     videos = ((frames[i], [split.qids[i]], questions[i:i + 1], candidates[i:i + 1]) for i in range(len(split)))
     return extract_priors(teacher, videos, path, num_frames=bench.config.num_frames,
                           num_candidates=bench.config.num_candidates,
@@ -174,24 +189,32 @@ def extract_split_priors(bench, teacher, split_name: str, path: str):
 
 # ---- what the teacher and the non-learned baselines get right -------------------------------------
 
-def selection_quality(store, split, threshold: float) -> Dict[str, float]:
+def question_groups(split) -> Dict[str, np.ndarray]:
+    """Rows of every question, of the "what does s do?" ones and of the first / last ones."""
+    return {"all": np.ones(len(split), bool), "what": ~split.temporal, "first/last": split.temporal}
+
+
+def selection_quality(store, split, threshold: float) -> Dict[str, Dict[str, float]]:
     """How well ``P[t, a] > threshold`` recovers the frames that truly answer each question, and how
-    often the teacher's argmax is the answer on those frames and on the others."""
+    often the teacher's argmax is the answer on those frames and on the others; per question group."""
     import sparc
 
     priors = store.lookup(split.qids)
     answer = torch.from_numpy(split.answer)
     keep = sparc.select_causal_frames(priors, answer, threshold, empty="skip").numpy()
-    truth = split.causal
     right = (priors.argmax(-1) == answer[:, None]).numpy()
-    return {
-        "kept_fraction": float(keep.mean()),
-        "precision": float((keep & truth).sum() / max(keep.sum(), 1)),
-        "recall": float((keep & truth).sum() / max(truth.sum(), 1)),
-        "empty_rate": float((~keep.any(1)).mean()),
-        "teacher_accuracy_on_causal_frames": float(right[truth].mean()),
-        "teacher_accuracy_on_other_frames": float(right[~truth].mean()),
-    }
+    out = {}
+    for name, rows in question_groups(split).items():
+        k, truth, r = keep[rows], split.causal[rows], right[rows]
+        out[name] = {
+            "kept_fraction": float(k.mean()),
+            "precision": float((k & truth).sum() / max(k.sum(), 1)),
+            "recall": float((k & truth).sum() / max(truth.sum(), 1)),
+            "empty_rate": float((~k.any(1)).mean()),
+            "teacher_accuracy_on_causal_frames": float(r[truth].mean()),
+            "teacher_accuracy_on_other_frames": float(r[~truth].mean()),
+        }
+    return out
 
 
 def _vote_accuracy(scores: np.ndarray, answer: np.ndarray) -> np.ndarray:
@@ -201,18 +224,19 @@ def _vote_accuracy(scores: np.ndarray, answer: np.ndarray) -> np.ndarray:
 
 
 def baselines(store, split) -> Dict[str, Dict[str, float]]:
-    """Accuracy (%) of answers that learn nothing from the train split: the teacher's vote (its mean
-    probability over the video's frames), and counting how many slots show each candidate action, on
-    the whole video and on the true causal frames only."""
+    """Accuracy (%) of answers that learn nothing from the train split, per question group: the
+    teacher's vote (its mean probability over the video's frames), and counting how many slots show
+    each candidate action, on the whole video and on the true causal frames only."""
     priors = store.lookup(split.qids).numpy()
-    shown = split.frame_action[:, :, None] == split.candidates[:, None, :]     # [N, T, C]
+    shown = split.frame_action[:, :, :, None] == split.candidates[:, None, None, :]     # [N, T, P, C]
     rules = {
         "teacher vote over frames": _vote_accuracy(priors.mean(axis=1), split.answer),
-        "counting candidates, whole video": _vote_accuracy(shown.sum(1).astype(float), split.answer),
+        "counting candidates, whole video": _vote_accuracy(shown.sum((1, 2)).astype(float), split.answer),
         "counting candidates, causal frames": _vote_accuracy(
-            (shown & split.causal[:, :, None]).sum(1).astype(float), split.answer),
+            (shown & split.causal[:, :, None, None]).sum((1, 2)).astype(float), split.answer),
     }
-    return {rule: float(acc.mean() * 100) for rule, acc in rules.items()}
+    return {rule: {name: float(acc[rows].mean() * 100) for name, rows in question_groups(split).items()}
+            for rule, acc in rules.items()}
 
 
 # ---- one training run -----------------------------------------------------------------------------
@@ -231,11 +255,16 @@ def run_config(bench, label: str, seed: int, settings: DemoSettings, priors) -> 
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=seed,
                          eval_batch_size=500, log_with=None, output_dir=None, progress=False)
     result = train(wrapped, train_set, collate, config, eval_set=test_set, priors=priors)
-    # Does the answer follow the asked subject? The subject swapped for another who does other actions:
-    # a model that reads the subject changes its answer, one that answers from what it sees does not.
+    # Does the answer follow the asked subject? The subject swapped for the video's other one, who does
+    # other actions: a model that reads the subject changes its answer, one that answers from what it
+    # sees does not.
     swapped = predict(wrapped, bench.dataset("test", qa_tokens=bench.swap_asked_subject("test")), collate)
+    predictions = result.predictions.numpy()
+    correct = predictions == bench.splits["test"].answer
     return {"accuracy": result.metrics["accuracy"], "curve": [h["accuracy"] for h in result.eval_history],
-            "answer_changes_with_subject": float((swapped != result.predictions.numpy()).mean()),
+            "accuracy_by_group": {name: float(correct[rows].mean()) if rows.any() else float("nan")
+                                  for name, rows in question_groups(bench.splits["test"]).items()},
+            "answer_changes_with_subject": float((swapped != predictions).mean()),
             "final_loss": result.losses[-1]}
 
 
@@ -320,6 +349,8 @@ def summarize(runs: Dict[str, List[Dict]]) -> Dict[str, Dict]:
         row = {"mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                "per_seed": acc.tolist(),
                "subject_swap_changes": float(np.mean([r["answer_changes_with_subject"] for r in rs]) * 100),
+               "by_group": {g: float(np.mean([r["accuracy_by_group"][g] for r in rs]) * 100)
+                            for g in rs[0]["accuracy_by_group"]},
                "curve": (np.mean([r["curve"] for r in rs], axis=0) * 100).tolist()}
         if plain is not None and label != "plain":
             row.update(verdict_against_plain(acc - plain))
@@ -346,14 +377,16 @@ def verdict_against_plain(delta: np.ndarray) -> Dict:
 
 def format_table(table: Dict[str, Dict], subtitle: str = "test accuracy %, mean ± std over seeds") -> str:
     lines = [f"SpARC ablation on the synthetic benchmark ({subtitle})",
-             f"{'config':<22}{'accuracy':>15}{'vs plain':>10}{'last epoch':>12}{'swap':>6}"]
+             f"{'config':<22}{'accuracy':>15}{'vs plain':>10}{'what':>6}{'1st/last':>9}{'last epoch':>12}{'swap':>6}"]
     for label, row in table.items():
         delta = f"{row['delta']:+.1f}" if "delta" in row else ""
         curve = row.get("curve") or [row["mean"]]
         gain = f"{curve[-1] - curve[-2]:+.1f}" if len(curve) > 1 else ""
-        lines.append(f"{label:<22}{row['mean']:>8.1f} ± {row['std']:<4.1f}{delta:>10}{gain:>12}"
-                     f"{row['subject_swap_changes']:>6.0f}")
-    lines.append("(last epoch: accuracy gained in the last epoch, mean over seeds: a row still rising has not "
+        groups = row.get("by_group", {})
+        lines.append(f"{label:<22}{row['mean']:>8.1f} ± {row['std']:<4.1f}{delta:>10}{groups.get('what', float('nan')):>6.1f}"
+                     f"{groups.get('first/last', float('nan')):>9.1f}{gain:>12}{row['subject_swap_changes']:>6.0f}")
+    lines.append("(what, 1st/last: accuracy on \"what does s do?\" and on \"what does s do first / in the end?\"; "
+                 "last epoch: accuracy gained in the last epoch, mean over seeds: a row still rising has not "
                  "converged; swap: % of test answers that change when the asked subject is swapped)")
     rising = [label for label, row in table.items() if len(row.get("curve") or []) > 1
               and row["curve"][-1] - row["curve"][-2] > 1.0]
@@ -368,16 +401,19 @@ def format_table(table: Dict[str, Dict], subtitle: str = "test accuracy %, mean 
     return "\n".join(lines)
 
 
-def format_baselines(base: Dict[str, float], q: Dict[str, float], threshold: float, num_candidates: int = 5) -> str:
-    lines = ["non-learned baselines (test accuracy %):"]
-    for rule, acc in base.items():
-        lines.append(f"  {rule:<40}{acc:>6.1f}")
-    lines.append(f"  {'chance':<40}{100 / num_candidates:>6.1f}")
-    lines.append(f"teacher's causal frames (test, P[t, answer] > {threshold}): precision {q['precision']:.3f}, "
-                 f"recall {q['recall']:.3f}, {q['kept_fraction']:.1%} of frames kept, no frame for "
-                 f"{q['empty_rate']:.1%} of questions")
-    lines.append(f"teacher accuracy: {q['teacher_accuracy_on_causal_frames']:.1%} on the true causal frames, "
-                 f"{q['teacher_accuracy_on_other_frames']:.1%} on the other frames")
+def format_baselines(base: Dict[str, Dict[str, float]], quality: Dict[str, Dict[str, float]], threshold: float,
+                     num_candidates: int = 5) -> str:
+    groups = list(next(iter(base.values())))
+    lines = [f"{'non-learned baselines (test accuracy %)':<42}" + "".join(f"{g:>11}" for g in groups)]
+    for rule, accs in base.items():
+        lines.append(f"  {rule:<40}" + "".join(f"{accs[g]:>11.1f}" for g in groups))
+    lines.append(f"  {'chance':<40}" + "".join(f"{100 / num_candidates:>11.1f}" for _ in groups))
+    lines.append(f"teacher's causal frames (test, P[t, answer] > {threshold}):")
+    for name, q in quality.items():
+        lines.append(f"  {name:<11} precision {q['precision']:.3f}, recall {q['recall']:.3f}, "
+                     f"{q['kept_fraction']:.1%} of frames kept, no frame for {q['empty_rate']:.1%} of questions; "
+                     f"teacher accuracy {q['teacher_accuracy_on_causal_frames']:.1%} on the true causal frames, "
+                     f"{q['teacher_accuracy_on_other_frames']:.1%} on the others")
     return "\n".join(lines)
 
 
@@ -405,8 +441,8 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
                                                           "test": settings.test_size}, **dict(settings.benchmark)))
         c = bench.config
         log(f"synthetic benchmark: {settings.train_size} train / {settings.test_size} test questions, "
-            f"{c.num_frames} frames, {c.num_candidates} candidates, {c.num_subjects} subjects, {c.num_actions} "
-            f"actions; backbone {spec.title}")
+            f"{c.num_frames} frames of two subject-action pairs, {c.num_candidates} candidates, {c.num_subjects} "
+            f"subjects and {c.num_bystanders} bystanders, {c.num_actions} actions; backbone {spec.title}")
         if spec.views:
             for split in ("train", "test"):
                 bench.views(split)  # drawn once here, shared by the forked workers

@@ -109,7 +109,7 @@ def memory_adapter():
 def vgt_batch(bench, items: List[dict]) -> dict:
     """sail-sg/VGT's loader fields: ``video_o (B, clips, frames, R, D + 5)`` region features with
     their boxes (x1, y1, x2, y2, area), ``video_f (B, clips, frames, D)``, ``answer (B, C, L)`` token
-    ids of "[CLS] subject [SEP] action [SEP]", ``seq_len``, ``answer_id``, ``question_id``."""
+    ids of "[CLS] type subject [SEP] action [SEP]", ``seq_len``, ``answer_id``, ``question_id``."""
     boxes = view_rows(bench, items, "boxes")
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
     video_o = torch.cat([view_rows(bench, items, "regions"), boxes, area.unsqueeze(-1)], dim=-1)
@@ -151,8 +151,8 @@ def vgt_adapter():
 def stage_batch(bench, items: List[dict]) -> dict:
     """jayleicn/TVQAplus's batch fields: ``vid (B, T, R, D)`` region features (the clip's first
     frame), ``sub_bert (B, T, Ls, 768)`` subtitle token features, ``qas_bert (B, C, L, 768)``, their
-    masks, and the ground-truth span ``ts_label_st``/``ts_label_ed``: the first and last frame
-    showing the asked subject (TVQA+ spans are intervals; here the causal frames may have gaps)."""
+    masks, and the ground-truth span ``ts_label_st``/``ts_label_ed``: the first and last causal
+    frame (the asked subject doing the answer; TVQA+ spans are intervals, here the causal frames may have gaps)."""
     batch = qa_batch(bench, items)
     split = bench.splits[items[0]["split"]]
     rows = [it["index"] for it in items]

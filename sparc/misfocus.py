@@ -360,15 +360,15 @@ def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[f
 
     The teacher is :class:`~sparc.teachers.frame_qa.FrameQATeacher` trained as
     :func:`sparc.demo.train_teacher` does (``settings``: a :class:`~sparc.demo.DemoSettings`, default
-    the quick preset). Edit: the asked subject becomes the next one (``SUBJECT_EDIT``: the benchmark's
-    questions have no before/after, so this is the same test on the only question word it has); the
+    the quick preset). Edit: the asked subject becomes the next one (``SUBJECT_EDIT``: the video's other
+    subject, as the asked subject is the word every question has); the
     swapped questions' teacher inputs are the edited token ids through ``bench.qa_features``, the
     candidates unchanged, selection on ``P[t, original answer]``. ``split``'s first ``limit`` questions,
     grouped by the asked subject; ``reference`` holds the same summary for the ground-truth causal frames
     of the original and the swapped question (the asked subject's frames), which always move.
     """
     from sparc.data.synthetic import QUESTION_LENGTH, SyntheticBenchmark, SyntheticConfig
-    from sparc.demo import DemoSettings, train_teacher
+    from sparc.demo import DemoSettings, teacher_frames, train_teacher
 
     log = log or (lambda *_: None)
     settings = settings or DemoSettings(seeds=(0,), epochs=3, train_size=2048, test_size=500, quick=True)
@@ -383,7 +383,7 @@ def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[f
     questions = bench.qa_features(tokens)
     swapped = bench.qa_features(swap_subject_tokens(bench, tokens))
     candidates = bench.qa_features(torch.from_numpy(data.qa_tokens[:n, :, QUESTION_LENGTH:QUESTION_LENGTH + 1])).squeeze(-2)
-    frames = torch.from_numpy(data.vid_feats[:n])
+    frames = teacher_frames(data)[:n]
     probs = []
     with torch.no_grad():
         for i in range(n):  # one video per question: encode its frames once, score both questions together
@@ -395,11 +395,11 @@ def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[f
     orig = _select(probs[:, 0], answer, threshold, empty, top_k)
     swap = _select(probs[:, 1], answer, threshold, empty, top_k)
     first, S = bench.token("subject0"), bench.config.num_subjects
-    asked = (tokens[:, 1] - first).numpy()
+    asked = data.asked[:n]
     labels = [f"subject{a}" for a in asked]
     summary = misfocus_summary(orig, swap, labels)
-    truth = torch.from_numpy(data.frame_subject[:n] == asked[:, None])
-    truth_swapped = torch.from_numpy(data.frame_subject[:n] == ((asked + 1) % S)[:, None])
+    on_screen = lambda person: torch.from_numpy((data.frame_subject[:n] == person[:, None, None]).any(-1))
+    truth, truth_swapped = on_screen(asked), on_screen((asked + 1) % S)
     reference = misfocus_summary(truth, truth_swapped)
     reference.pop("groups")
     o, s = orig.numpy(), swap.numpy()

@@ -32,11 +32,11 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
         ax.plot(frames[causal], np.full(causal.sum(), 1.1), "*", color="tab:green", markersize=10)
         ax.set_ylim(0, 1.25)
         ax.set_xticks(frames)
-        ax.set_xticklabels([f"s{s}·a{a}" for s, a in zip(test_split.frame_subject[n], test_split.frame_action[n])],
-                           fontsize=7)
-        asked = test_split.frame_subject[n][causal][0]
-        ax.set_title(f"{qid}: what is subject{asked} doing? (answer action{test_split.candidates[n, test_split.answer[n]]})",
-                     fontsize=9)
+        ax.set_xticklabels(["\n".join(f"p{s}·a{a}" for s, a in zip(people, acts))
+                            for people, acts in zip(test_split.frame_subject[n], test_split.frame_action[n])], fontsize=6)
+        asked, kind = test_split.asked[n], ("", " first", " in the end")[test_split.qtype[n]]
+        ax.set_title(f"{qid}: what does subject{asked} (p{asked}) do{kind}? "
+                     f"(answer action{test_split.candidates[n, test_split.answer[n]]})", fontsize=9)
         ax.set_ylabel("P(answer)", fontsize=8)
         if n == 0:
             ax.legend(handles=[
@@ -45,7 +45,7 @@ def demo_figure(png_path: str, test_store, test_split, table: Dict[str, Dict], t
                 plt.Line2D([], [], marker="*", color="tab:green", linestyle="", label="truly causal frame"),
             ], fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.3), ncol=3, frameon=False)
         if n == num_examples - 1:
-            ax.set_xlabel("frame (subject·action it shows)", fontsize=8)
+            ax.set_xlabel("frame (the person·action pairs it shows)", fontsize=8)
     right = grid[:, 1].subgridspec(2, 1, hspace=0.35)
     labels = list(table)
     colors = {k: ("tab:gray" if k == "plain" else plt.cm.tab10(i % 10)) for i, k in enumerate(labels)}
