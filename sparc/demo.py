@@ -191,7 +191,7 @@ def extract_split_priors(bench, teacher, split_name: str, path: str):
 
 def question_groups(split) -> Dict[str, np.ndarray]:
     """Rows of every question, of the "what does s do?" ones and of the first / last ones."""
-    return {"all": np.ones(len(split), bool), "what": ~split.temporal, "first/last": split.temporal}
+    return {"all": np.ones(len(split.answer), bool), "what": ~split.temporal, "first/last": split.temporal}
 
 
 def selection_quality(store, split, threshold: float) -> Dict[str, Dict[str, float]]:

@@ -26,12 +26,14 @@ def test_verdict_needs_every_seed_to_agree_and_the_mean_to_exceed_the_spread():
 
 def test_summary_pairs_rows_with_plain_by_seed_and_the_table_prints_each_verdict():
     def runs(accs, curve_end):
-        return [{"accuracy": a, "curve": [0.2, curve_end], "answer_changes_with_subject": 0.5} for a in accs]
+        return [{"accuracy": a, "curve": [0.2, curve_end], "answer_changes_with_subject": 0.5,
+                 "accuracy_by_group": {"all": a, "what": a + 0.1, "first/last": a - 0.1}} for a in accs]
 
     table = summarize({"plain": runs([0.60, 0.70, 0.50], 0.6), "+T": runs([0.65, 0.74, 0.56], 0.9)})
     assert table["+T"]["delta_per_seed"] == pytest.approx([5.0, 4.0, 6.0])
     assert table["+T"]["verdict"] == "beats plain"
     assert table["plain"]["std"] == pytest.approx(10.0)           # sample std of 60, 70, 50
+    assert table["+T"]["by_group"]["what"] == pytest.approx(75.0)   # mean of 75, 84, 66
     text = format_table(table)
     assert "+T: beats plain (+5.0 points, paired by seed: +5.0, +4.0, +6.0)" in text
     # +T gained 70 points in its last epoch: flagged as not converged; plain gained 40 -> flagged too
@@ -57,16 +59,19 @@ def test_baselines_on_a_hand_built_split():
         qids = ["a", "b"]
         answer = np.array([0, 1])
         candidates = np.array([[10, 11], [12, 13]])
-        # a: action 10 in frames 0 and 2, 11 in frame 1 (causal: frame 0); b: 12 twice, 13 once (causal: frame 2)
-        frame_action = np.array([[10, 11, 10], [12, 12, 13]])
+        # two slots per frame. a: 10 in three slots, 11 in one (causal: frame 0, showing 10 and 11);
+        # b: 12 in three slots, 13 in two (causal: frame 2, showing 13 and a filler 99)
+        frame_action = np.array([[[10, 11], [10, 99], [10, 99]], [[12, 13], [12, 12], [13, 99]]])
         causal = np.array([[True, False, False], [False, False, True]])
+        temporal = np.array([False, True])
 
     priors = np.array([[[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]],     # mean over frames favours 0: right
                        [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]])    # a tie: half right
     out = baselines(_Store(priors), Split())
-    assert out["teacher vote over frames"] == pytest.approx(75.0)
-    assert out["counting candidates, whole video"] == pytest.approx(50.0)  # a right, b wrong
-    assert out["counting candidates, causal frames"] == pytest.approx(100.0)
+    assert out["teacher vote over frames"] == pytest.approx({"all": 75.0, "what": 100.0, "first/last": 50.0})
+    # whole video: a right (3 vs 1), b wrong (3 vs 2); causal frames: a tie (1 vs 1), b right (1 vs 0)
+    assert out["counting candidates, whole video"] == pytest.approx({"all": 50.0, "what": 100.0, "first/last": 0.0})
+    assert out["counting candidates, causal frames"] == pytest.approx({"all": 75.0, "what": 50.0, "first/last": 100.0})
 
 
 def test_configs_are_built_by_name_and_unknown_names_are_errors():
@@ -89,40 +94,54 @@ def test_configs_are_built_by_name_and_unknown_names_are_errors():
 
 
 def test_the_a1_teacher_is_sure_on_the_answer_frames_and_unsure_elsewhere():
-    """Trained on every frame of its split's videos labelled with the answer (SpARC A.1), the teacher
-    puts P(answer) above the threshold on the frames that show it and near uniform on the others,
-    instead of naming the action it sees there."""
-    from sparc.demo import train_teacher
+    """Trained as a VQA model, then fine-tuned on every frame of its split's videos labelled with the
+    answer (SpARC A.1), the teacher puts P(answer) high on the frames where the asked subject does the
+    answer of a "what" question and low on the others, instead of naming an action it sees there. On a
+    first / last question it cannot tell from one frame which of the subject's two actions comes first:
+    it splits between them."""
+    from sparc.demo import teacher_frames, train_teacher
 
-    bench = SyntheticBenchmark(SyntheticConfig(sizes={"teacher": 2000, "test": 100}))   # the demo's teacher split
-    teacher = train_teacher(bench, DemoSettings(teacher_epochs=5), log=lambda *_: None)
+    bench = SyntheticBenchmark(SyntheticConfig(sizes={"teacher": 2000, "test": 200}))   # the demo's teacher split
+    teacher = train_teacher(bench, DemoSettings(), log=lambda *_: None)
     test = bench.splits["test"]
     questions, candidates = bench.teacher_inputs("test")
+    frames = teacher_frames(test)
     with torch.no_grad():
-        p = torch.stack([teacher.score(teacher.encode_images(torch.from_numpy(test.vid_feats[i])),
-                                       questions[i:i + 1], candidates[i:i + 1])[0] for i in range(len(test))]).numpy()
+        p = torch.stack([teacher.score(teacher.encode_images(frames[i]), questions[i:i + 1], candidates[i:i + 1])[0]
+                         for i in range(len(test))]).numpy()
     p_answer = p[np.arange(len(test)), :, test.answer]
-    assert p_answer[test.causal].mean() > 0.7
-    assert p_answer[~test.causal].mean() < 0.35          # uniform over 5 candidates would be 0.2
+    what = ~test.temporal[:, None]
+    sure, elsewhere, unsure = (p_answer[test.causal & what].mean(), p_answer[~test.causal & what].mean(),
+                               p_answer[test.causal & ~what].mean())       # measured 0.58, 0.19, 0.39
+    assert sure > 0.45 and elsewhere < 0.25 and sure > 2.5 * elsewhere
+    assert 0.25 < unsure < sure
 
 
 def test_a_quick_run_says_it_is_a_smoke_test(tmp_path):
     lines = []
     settings = DemoSettings(seeds=(0,), configs=("plain", "+T+S"), epochs=1, batch_size=32, train_size=64,
-                            test_size=32, teacher_size=64, teacher_epochs=1, workers=1, quick=True)
+                            test_size=32, teacher_size=64, teacher_pretrain_epochs=1, teacher_epochs=1, workers=1,
+                            quick=True)
     run_demo(str(tmp_path), log=lines.append, settings=settings)
     text = "\n".join(lines)
     assert "smoke test" in text and "QUICK SMOKE RUN" in text
     assert "teacher vote over frames" in text and "precision" in text
 
 
-def test_swapping_the_asked_subject_changes_only_the_subject_token():
-    bench = SyntheticBenchmark(SyntheticConfig(sizes={"test": 20}))
-    before, after = bench.splits["test"].qa_tokens, bench.swap_asked_subject("test")
-    assert (after[:, :, 1] != before[:, :, 1]).all()
-    np.testing.assert_array_equal(np.delete(after, 1, axis=2), np.delete(before, 1, axis=2))
-    first, S = bench.token("subject0"), bench.config.num_subjects
-    assert ((after[:, :, 1] - first) == (before[:, :, 1] - first + 1) % S).all()
+def test_swapping_the_asked_subject_names_the_videos_other_subject():
+    bench = SyntheticBenchmark(SyntheticConfig(num_subjects=3, sizes={"test": 20}))
+    split = bench.splits["test"]
+    before, after = split.qa_tokens, bench.swap_asked_subject("test")
+    np.testing.assert_array_equal(np.delete(after, 2, axis=2), np.delete(before, 2, axis=2))
+    first = bench.token("subject0")
+    np.testing.assert_array_equal(before[:, :, 2] - first, np.repeat(split.asked[:, None], 5, axis=1))
+    np.testing.assert_array_equal(after[:, :, 2] - first, np.repeat(split.other[:, None], 5, axis=1))
+    assert (split.other != split.asked).all()
+    # the other subject is on screen in the video, and never does the asked question's answer
+    answer = split.candidates[np.arange(len(split)), split.answer]
+    shows_other = split.frame_subject == split.other[:, None, None]
+    assert shows_other.any((1, 2)).all()
+    assert not (shows_other & (split.frame_action == answer[:, None, None])).any()
 
 
 def test_frame_teacher_reads_region_slots_in_any_order():
