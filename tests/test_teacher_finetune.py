@@ -196,7 +196,10 @@ def test_bad_input_names_qid_and_field(ws, tmp_path):
 
 def test_two_processes_train_like_one_with_the_global_batch(ws, tmp_path):
     """torchrun with 2 CPU processes x 4 pairs = 1 process x 8 pairs (dropout off so both compute the
-    same thing): the global batch is split between the processes and the gradients averaged over it."""
+    same thing): the global batch is split between the processes and the gradients averaged over it.
+    Plain SGD, so the weights move by lr x the gradient: a summed instead of averaged gradient would
+    double the step (Adam would hide it, being scale-free), and a float32 rounding difference in the
+    reduction stays a rounding difference (under Adam a near-zero component's sign can flip)."""
     import json
     import os
     import subprocess
@@ -211,7 +214,8 @@ def test_two_processes_train_like_one_with_the_global_batch(ws, tmp_path):
     (tmp_path / "nodrop.json").write_text(json.dumps(config))
     common = ["teacher-finetune", "--questions", str(ws["questions"]), "--frames", str(ws["frames"]), "--num-frames",
               "4", "--tokenizer", str(ws["vocab"]), "--teacher-config", str(tmp_path / "nodrop.json"), "--checkpoint",
-              str(ws["checkpoint"]), "--epochs", "2", "--num-workers", "0", "--no-progress"]
+              str(ws["checkpoint"]), "--epochs", "2", "--num-workers", "0", "--no-progress", "--optimizer", "sgd",
+              "--lr", "0.05"]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     from helpers import free_port  # tests/helpers.py
 
@@ -221,6 +225,10 @@ def test_two_processes_train_like_one_with_the_global_batch(ws, tmp_path):
     assert main(common + ["--batch-size", "8", "--output-dir", str(tmp_path / "one")]) == 0
     one = load_file(str(tmp_path / "one" / "albef-finetuned.safetensors"))
     two = load_file(str(tmp_path / "two" / "albef-finetuned.safetensors"))
-    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
     moved = load_file(str(ws["checkpoint"]))
-    assert max((one[k] - moved[k]).abs().max().item() for k in one) > 1e-4   # and training did change them
+    step = max((one[k] - moved[k]).abs().max().item() for k in one)
+    diff = max((one[k] - two[k]).abs().max().item() for k in one)
+    print(f"largest move {step:.3g}, largest 1-vs-2-process difference {diff:.3g}")
+    assert step > 1e-3                                                        # training did change them
+    # float32: the two reductions round differently, ~1e-7 relative per step; 1e-4 of the move is ample
+    assert diff < 1e-4 * step

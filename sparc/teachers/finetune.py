@@ -28,6 +28,10 @@ left out. The paper's lr 2e-5 is exactly ALBEF's VQA lr, which says the authors 
 machinery with a changed weight decay; "Adam" is the family name. So the default is
 ``optimizer="adamw"``: ALBEF's AdamW with its no-decay groups, weight decay 0.01 (the paper's value).
 ``optimizer="adam"`` gives the literal reading (``torch.optim.Adam``, L2 in the gradient, same groups).
+``optimizer="sgd"`` (plain SGD, same groups) is not the paper's: its step is proportional to the gradient,
+so runs that should compute the same gradient (2 processes vs 1) end with the same weights to float32
+rounding, where Adam's first step (about lr * sign(g)) turns a rounding difference in a near-zero
+gradient component into a full step.
 Learning rate: constant (the paper gives no schedule; ALBEF's cosine/warm-up schedule is not used).
 
 Data and batches. Decoding frames and running the frozen ViT is the expensive part, and a video's
@@ -383,8 +387,8 @@ def add_subcommand(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-5, help="learning rate, constant (default 2e-5, SpARC A.4)")
     p.add_argument("--weight-decay", type=float, default=0.01,
                    help="weight decay on weight matrices (default 0.01, SpARC A.4)")
-    p.add_argument("--optimizer", choices=("adamw", "adam"), default="adamw",
-                   help="adamw: ALBEF's (default); adam: torch.optim.Adam with L2")
+    p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default="adamw",
+                   help="adamw: ALBEF's (default); adam: torch.optim.Adam with L2; sgd: plain SGD (for checks)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N",
                    help="(frame, question) pairs per step and process (default 32)")
     p.add_argument("--pool-videos", type=int, default=8, metavar="N",
@@ -485,7 +489,7 @@ def answer_lm_loss(logits: torch.Tensor, answer_ids: torch.Tensor, pad_id: int =
 
 def make_optimizer(model, lr: float = 2e-5, weight_decay: float = 0.01, kind: str = "adamw"):
     """ALBEF's ``create_optimizer`` groups over the parameters that require grad: weight decay on
-    matrices, none on biases and 1-D parameters. ``kind``: ``"adamw"`` (ALBEF) or ``"adam"``."""
+    matrices, none on biases and 1-D parameters. ``kind``: ``"adamw"`` (ALBEF), ``"adam"`` or ``"sgd"`` (a step proportional to the gradient)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -496,7 +500,9 @@ def make_optimizer(model, lr: float = 2e-5, weight_decay: float = 0.01, kind: st
         return torch.optim.AdamW(groups, lr=lr)
     if kind == "adam":
         return torch.optim.Adam(groups, lr=lr)
-    raise ValueError(f"optimizer {kind!r}: choose 'adamw' or 'adam'")
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr)
+    raise ValueError(f"optimizer {kind!r}: choose 'adamw', 'adam' or 'sgd'")
 
 
 def epoch_plan(questions_per_video: Sequence[int], frames_per_video: int, batch_size: int, pool_videos: int,
