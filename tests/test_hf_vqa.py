@@ -195,3 +195,12 @@ def test_save_and_load_from_local_directory(tmp_path, model, frames):
     assert torch.allclose(loaded.score(state, QUESTION, CANDS), expected, atol=1e-6)
     assert torch.allclose(also.score(state, QUESTION, CANDS), expected, atol=1e-6)
     assert torch.allclose(loaded.score(state, "cup", ["cup"]), torch.ones(5, 1))
+
+
+def test_a_directory_without_a_tokenizer_loads_and_broken_tokenizer_files_are_an_error(tmp_path, model):
+    out = tmp_path / "blip"
+    model.save_pretrained(out)
+    assert BlipTeacher.from_pretrained(out).tokenizer is None           # strings then ask for one
+    (out / "tokenizer_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="blip: its tokenizer files \\(tokenizer_config.json\\) do not load"):
+        BlipTeacher.from_pretrained(out)

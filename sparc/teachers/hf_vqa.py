@@ -42,14 +42,23 @@ from sparc.teachers.likelihood import LikelihoodTeacher, Tokens, ids_and_mask, p
 __all__ = ["BlipTeacher"]
 
 
-def _load_tokenizer(path: Union[str, Path]):
-    """The tokenizer saved with a local BLIP directory, or ``None`` when there is none."""
-    try:
-        from transformers import AutoTokenizer
+# Files ``save_pretrained`` writes for the tokenizers BLIP uses (any one means a tokenizer was saved).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception:  # no tokenizer files next to the weights
+
+def _load_tokenizer(path: Union[str, Path]):
+    """The tokenizer saved with a local BLIP directory, or ``None`` when none was saved there. Tokenizer
+    files that do not load are an error naming the directory, not a silent ``None``."""
+    path = Path(path)
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
         return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: its tokenizer files ({', '.join(n for n in TOKENIZER_FILES if (path / n).is_file())}) "
+                         f"do not load: {err}") from err
 
 
 class BlipTeacher(LikelihoodTeacher):
