@@ -149,6 +149,28 @@ def test_library_loaders_raise_file_errors(ws, tmp_path):
         read_questions(bad)
 
 
+def test_a_relative_bert_config_is_found_next_to_the_teacher_config_then_in_the_working_directory(tmp_path, monkeypatch):
+    import json
+
+    from sparc.teachers.load import read_albef_config
+
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "config_bert.json").write_text(json.dumps({"hidden_size": 8}))
+    (folder / "teacher.json").write_text(json.dumps({"image_res": 32, "bert_config": "config_bert.json"}))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "configs").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert read_albef_config(folder / "teacher.json")["bert_config"] == {"hidden_size": 8}
+    # ALBEF's own layout: the path is relative to the repository root, the working directory
+    (elsewhere / "configs" / "config_bert.json").write_text(json.dumps({"hidden_size": 4}))
+    (folder / "albef.json").write_text(json.dumps({"bert_config": "configs/config_bert.json"}))
+    assert read_albef_config(folder / "albef.json")["bert_config"] == {"hidden_size": 4}
+    (folder / "lost.json").write_text(json.dumps({"bert_config": "missing.json"}))
+    with pytest.raises(FileNotFoundError, match="lost.json: bert_config 'missing.json' is neither at .*teacher"):
+        read_albef_config(folder / "lost.json")
+
+
 # ---- 4. BLIP: a missing folder never reaches the hub -----------------------------------------------------
 
 

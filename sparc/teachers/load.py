@@ -56,6 +56,7 @@ def read_albef_config(config: Union[None, PathLike, Mapping[str, Any]]) -> Dict[
     if config is None:
         return {}
     where = str(config) if isinstance(config, (str, Path)) else "teacher config"
+    folder = Path(config).parent if isinstance(config, (str, Path)) else None
     if isinstance(config, (str, Path)):
         config = _read_json(Path(config), "teacher config")
         if not isinstance(config, dict):
@@ -66,8 +67,22 @@ def read_albef_config(config: Union[None, PathLike, Mapping[str, Any]]) -> Dict[
         raise ValueError(f"{where}: unknown ALBEF setting(s) {unknown}; known: {list(ALBEF_CONFIG_KEYS)}")
     bert = config.get("bert_config")
     if isinstance(bert, str):
-        config["bert_config"] = _read_json(Path(bert), f"{where}: bert_config")
+        config["bert_config"] = _read_json(_bert_config_path(Path(bert), folder, where), f"{where}: bert_config")
     return config
+
+
+def _bert_config_path(path: Path, folder: Optional[Path], where: str) -> Path:
+    """A relative ``bert_config`` is looked for next to the teacher config first (a JSON beside its
+    config_bert.json names it by file name), then in the working directory (ALBEF's own configs name
+    ``configs/config_bert.json`` from the repository root)."""
+    if path.is_absolute() or folder is None:
+        return path
+    tried = [folder / path, path]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{where}: bert_config {str(path)!r} is neither at {str(tried[0])!r} (next to the "
+                            f"teacher config) nor at {str(Path.cwd() / path)!r} (the working directory)")
 
 
 def load_bert_tokenizer(path: PathLike):
