@@ -32,12 +32,13 @@ Conventions, where the paper is silent:
 * **Identity.** Two selections are identical when they keep exactly the same frames. Two empty
   selections are identical (the same set: none); an empty and a non-empty one are not. The Jaccard
   overlap is ``|A ∩ B| / |A ∪ B|``, defined as 1 when both are empty.
-* **Synthetic mode.** The synthetic questions are "what is <subject> doing?" (token ids, no temporal
-  word), and their causal frames are exactly the asked subject's frames. The edit there is *not* the
-  paper's before/after swap but the same principle with the only question word the benchmark has:
-  the asked subject becomes the next one (``subject_i -> subject_{(i+1) mod S}``). A focused selection
-  must move (the swapped question's true causal frames are always different: the reference row);
-  a misfocused one keeps it.
+* **Synthetic mode.** The synthetic questions are "what does <subject> do?" and "what does <subject> do
+  first / in the end?" (token ids). Two edits: ``order`` is the paper's before/after swap in the
+  benchmark's words, "first" <-> "in the end", on the temporal questions only (the true causal frames
+  move from the subject's first frames to its last ones); ``subject`` replaces the asked subject by the
+  video's other one (``subject_i -> subject_{(i+1) mod S}``), on every question. A focused selection
+  must move (the edited question's true causal frames always differ: the reference row); a misfocused
+  one keeps it. A frame model cannot tell first from last, so under ``order`` it cannot move.
 """
 
 from __future__ import annotations
@@ -51,14 +52,16 @@ import torch
 
 __all__ = [
     "swap_before_after", "selection_from_scores", "misfocus_summary", "attention_misfocus",
-    "teacher_misfocus", "store_misfocus", "synthetic_misfocus", "format_misfocus_table", "add_subcommand",
-    "BEFORE_AFTER_EDIT", "SUBJECT_EDIT", "ALL_GROUP",
+    "teacher_misfocus", "store_misfocus", "synthetic_misfocus", "swap_order_tokens", "format_misfocus_table", "add_subcommand",
+    "BEFORE_AFTER_EDIT", "SUBJECT_EDIT", "ORDER_EDIT", "SYNTHETIC_EDITS", "ALL_GROUP",
 ]
 
 ALL_GROUP = "(all)"
 BEFORE_AFTER_EDIT = "'before' <-> 'after' (whole words, SpARC 4.1.1)"
-SUBJECT_EDIT = ("asked subject -> next subject (subject_i -> subject_(i+1 mod S)); the synthetic questions have no "
-                "before/after, so this is the same test with the only question word the benchmark has")
+SUBJECT_EDIT = "asked subject -> the video's other subject (subject_i -> subject_(i+1 mod S)), every question"
+ORDER_EDIT = ("'first' <-> 'last' (\"what does s do first / in the end?\"), the temporal questions only: "
+              "the benchmark's before/after (SpARC 4.1.1)")
+SYNTHETIC_EDITS = ("order", "subject")
 
 _WORD = re.compile(r"\b(before|after)\b", re.IGNORECASE)
 _SWAP = {"before": "after", "after": "before"}
@@ -354,18 +357,28 @@ def swap_subject_tokens(bench, tokens: torch.Tensor) -> torch.Tensor:
     return torch.where(is_subject, first + (tokens - first + 1) % S, tokens)
 
 
+def swap_order_tokens(bench, tokens: torch.Tensor) -> torch.Tensor:
+    """Synthetic question tokens ``[..., L]`` with "first" and "last" swapped (the other tokens unchanged)."""
+    first, last = bench.token("first"), bench.token("last")
+    return torch.where(tokens == first, last, torch.where(tokens == last, first, tokens))
+
+
 def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[float] = None, empty: str = "all",
-                       top_k: Optional[int] = None, limit: Optional[int] = None, log=None) -> Dict[str, Any]:
+                       top_k: Optional[int] = None, limit: Optional[int] = None, log=None,
+                       edit: str = "order") -> Dict[str, Any]:
     """The diagnostic on the embedded synthetic benchmark with the demo's teacher.
 
     The teacher is :class:`~sparc.teachers.frame_qa.FrameQATeacher` trained as
     :func:`sparc.demo.train_teacher` does (``settings``: a :class:`~sparc.demo.DemoSettings`, default
-    the quick preset). Edit: the asked subject becomes the next one (``SUBJECT_EDIT``: the video's other
-    subject, as the asked subject is the word every question has); the
-    swapped questions' teacher inputs are the edited token ids through ``bench.qa_features``, the
-    candidates unchanged, selection on ``P[t, original answer]``. ``split``'s first ``limit`` questions,
-    grouped by the asked subject; ``reference`` holds the same summary for the ground-truth causal frames
-    of the original and the swapped question (the asked subject's frames), which always move.
+    the quick preset). ``edit``: ``"order"`` swaps "first" and "last" in the temporal questions
+    (``ORDER_EDIT``; the others are not used), grouped by the original word; ``"subject"`` replaces the
+    asked subject by the video's other one in every question (``SUBJECT_EDIT``), grouped by subject. The
+    edited questions' teacher inputs are the edited token ids through ``bench.qa_features``, the
+    candidates unchanged, selection on ``P[t, original answer]`` (as for real questions, which have no
+    label for the edit). ``split``'s first ``limit`` questions (of those the edit applies to);
+    ``reference`` holds the same summary for the true causal frames of the original and the edited
+    question, which always differ: the frames where the asked (or the other) subject does the answer,
+    or under ``order`` where the subject does its other action.
     """
     from sparc.data.synthetic import QUESTION_LENGTH, SyntheticBenchmark, SyntheticConfig
     from sparc.demo import DemoSettings, teacher_frames, train_teacher
@@ -378,12 +391,17 @@ def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[f
     bench = SyntheticBenchmark(SyntheticConfig(sizes=sizes))
     teacher = train_teacher(bench, settings, log)
     data = bench.splits[split]
-    n = len(data) if limit is None else min(int(limit), len(data))
-    tokens = torch.from_numpy(data.qa_tokens[:n, 0, :QUESTION_LENGTH])
+    if edit not in SYNTHETIC_EDITS:
+        raise ValueError(f"edit must be one of {SYNTHETIC_EDITS}, got {edit!r}")
+    rows = np.flatnonzero(data.temporal) if edit == "order" else np.arange(len(data))
+    rows = rows if limit is None else rows[:int(limit)]
+    n = len(rows)
+    tokens = torch.from_numpy(data.qa_tokens[rows, 0, :QUESTION_LENGTH])
     questions = bench.qa_features(tokens)
-    swapped = bench.qa_features(swap_subject_tokens(bench, tokens))
-    candidates = bench.qa_features(torch.from_numpy(data.qa_tokens[:n, :, QUESTION_LENGTH:QUESTION_LENGTH + 1])).squeeze(-2)
-    frames = teacher_frames(data)[:n]
+    edited = swap_order_tokens(bench, tokens) if edit == "order" else swap_subject_tokens(bench, tokens)
+    swapped = bench.qa_features(edited)
+    candidates = bench.qa_features(torch.from_numpy(data.qa_tokens[rows, :, QUESTION_LENGTH:QUESTION_LENGTH + 1])).squeeze(-2)
+    frames = teacher_frames(data)[torch.from_numpy(rows)]
     probs = []
     with torch.no_grad():
         for i in range(n):  # one video per question: encode its frames once, score both questions together
@@ -391,24 +409,38 @@ def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[f
             probs.append(teacher.score(state, torch.cat([questions[i:i + 1], swapped[i:i + 1]]),
                                        candidates[i:i + 1].expand(2, -1, -1)))
     probs = torch.stack(probs)                                   # [n, 2, T, C]
-    answer = torch.from_numpy(data.answer[:n])
+    answer = torch.from_numpy(data.answer[rows])
     orig = _select(probs[:, 0], answer, threshold, empty, top_k)
     swap = _select(probs[:, 1], answer, threshold, empty, top_k)
-    first, S = bench.token("subject0"), bench.config.num_subjects
-    asked = data.asked[:n]
-    labels = [f"subject{a}" for a in asked]
+    S = bench.config.num_subjects
+    asked, truth = data.asked[rows], torch.from_numpy(data.causal[rows])
+    subject_of = data.frame_subject[rows]                                     # [n, T, P]
+    if edit == "order":
+        from sparc.data.synthetic import QUESTION_TYPES
+
+        labels = [QUESTION_TYPES[t] for t in data.qtype[rows]]
+        # the edited question's causal frames: where the subject does its other action
+        truth_edited = torch.from_numpy((subject_of == asked[:, None, None]).any(-1)) & ~truth
+        edited_label = lambda i: {"first": "last", "last": "first"}[labels[i]]
+        by, edit_text = "question word", ORDER_EDIT
+    else:
+        labels = [f"subject{a}" for a in asked]
+        answer_action = data.candidates[rows, data.answer[rows]]
+        other = (asked + 1) % S
+        truth_edited = torch.from_numpy(((subject_of == other[:, None, None])
+                                         & (data.frame_action[rows] == answer_action[:, None, None])).any(-1))
+        edited_label = lambda i: f"subject{other[i]}"
+        by, edit_text = "subject", SUBJECT_EDIT
     summary = misfocus_summary(orig, swap, labels)
-    on_screen = lambda person: torch.from_numpy((data.frame_subject[:n] == person[:, None, None]).any(-1))
-    truth, truth_swapped = on_screen(asked), on_screen((asked + 1) % S)
-    reference = misfocus_summary(truth, truth_swapped)
+    reference = misfocus_summary(truth, truth_edited)
     reference.pop("groups")
     o, s = orig.numpy(), swap.numpy()
     identical, jac = (o == s).all(axis=1), _jaccard(o, s)
-    per_q = [{"qid": data.qids[i], "subject": labels[i], "swapped_subject": f"subject{(asked[i] + 1) % S}",
+    per_q = [{"qid": data.qids[r], "group": labels[i], "edited": edited_label(i),
               "original": np.flatnonzero(o[i]).tolist(), "swapped": np.flatnonzero(s[i]).tolist(),
-              "identical": bool(identical[i]), "jaccard": float(jac[i])} for i in range(n)]
-    return {"mode": "synthetic", "edit": SUBJECT_EDIT, "threshold": threshold, "empty": empty, "top_k": top_k,
-            "num_frames": bench.config.num_frames, "split": split, "by": "subject", "skipped": 0, **summary,
+              "identical": bool(identical[i]), "jaccard": float(jac[i])} for i, r in enumerate(rows)]
+    return {"mode": "synthetic", "edit": edit_text, "threshold": threshold, "empty": empty, "top_k": top_k,
+            "num_frames": bench.config.num_frames, "split": split, "by": by, "skipped": 0, **summary,
             "reference": reference, "per_question": per_q}
 
 
@@ -463,7 +495,7 @@ def _dispatch(args) -> Dict[str, Any]:
     if args.synthetic:
         if args.store or args.swapped_store or args.questions or args.frames:
             raise ValueError("--synthetic takes none of --questions, --frames, --store, --swapped-store")
-        return synthetic_misfocus(threshold=args.threshold, limit=args.limit, **common)
+        return synthetic_misfocus(threshold=args.threshold, limit=args.limit, edit=args.synthetic_edit, **common)
     if args.questions is None:
         raise ValueError("give --questions FILE (with --frames, --checkpoint and --tokenizer, or with --store and "
                          "--swapped-store), or --synthetic")
@@ -512,7 +544,8 @@ def add_subcommand(sub) -> None:
         description="Swap 'before' and 'after' in the questions that contain them and report how often the "
                     "selected causal frames stay identical (SpARC 4.1.1). Modes: teacher (--questions --frames "
                     "--checkpoint --tokenizer), stores (--questions --store --swapped-store), --synthetic (the embedded "
-                    "benchmark; there the edit swaps the asked subject).")
+                    "benchmark; there the edit swaps 'first' and 'last', or with --synthetic-edit subject the asked "
+                    "subject).")
     from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
 
     add_frame_arguments(p, required=False)   # teacher and store modes; --synthetic needs none
@@ -521,7 +554,10 @@ def add_subcommand(sub) -> None:
     p.add_argument("--swapped-store", default=None, metavar="DIR",
                    help="store mode: priors of the swapped questions, same qids")
     p.add_argument("--synthetic", action="store_true",
-                   help="the embedded synthetic benchmark with the demo's teacher (edit: the asked subject)")
+                   help="the embedded synthetic benchmark with the demo's teacher")
+    p.add_argument("--synthetic-edit", default="order", choices=SYNTHETIC_EDITS,
+                   help="--synthetic: swap 'first' and 'last' in the temporal questions (default), or the asked "
+                        "subject for the video's other one in every question")
     p.add_argument("--threshold", type=float, default=None,
                    help="keep frames with P[t, answer] > threshold (default: 0.5)")
     p.add_argument("--top-k", type=_positive_int, default=None, metavar="K",

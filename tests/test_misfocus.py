@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from sparc.data.questions import read_questions
-from sparc.misfocus import (ALL_GROUP, SUBJECT_EDIT, add_subcommand, attention_misfocus, format_misfocus_table,
+from sparc.misfocus import (ALL_GROUP, ORDER_EDIT, SUBJECT_EDIT, add_subcommand, attention_misfocus, format_misfocus_table,
                             misfocus_summary, selection_from_scores, store_misfocus, swap_before_after,
-                            swap_subject_tokens, synthetic_misfocus, teacher_misfocus)
+                            swap_order_tokens, swap_subject_tokens, synthetic_misfocus, teacher_misfocus)
 from sparc.priors import PriorStore
 from helpers import probs_with_answer
 
@@ -243,17 +243,40 @@ def test_swap_subject_tokens():
     assert swap_subject_tokens(bench, tokens).tolist() == [[cls, s1, sep], [cls, s2, sep], [cls, s0, sep]]
 
 
-def test_synthetic_mode_end_to_end():
+def test_swap_order_tokens():
+    from sparc.data.synthetic import SyntheticBenchmark, SyntheticConfig
+
+    bench = SyntheticBenchmark(SyntheticConfig(sizes={"test": 4}))
+    what, first, last, s0 = (bench.token(w) for w in ("what", "first", "last", "subject0"))
+    tokens = torch.tensor([[what, s0], [first, s0], [last, s0]])
+    assert swap_order_tokens(bench, tokens).tolist() == [[what, s0], [last, s0], [first, s0]]
+
+
+def test_synthetic_mode_order_edit():
+    """The paper's before/after swap in the benchmark's words: only temporal questions, grouped by
+    their word. The teacher reads single frames, so it cannot tell first from last: its selection must
+    stay where it was far more often than the true causal frames (which always move)."""
     r = synthetic_misfocus(limit=120)
-    assert r["mode"] == "synthetic" and r["edit"] == SUBJECT_EDIT
-    assert r["questions"] == 120 and set(r["groups"]) == {"subject0", "subject1"}
+    assert r["mode"] == "synthetic" and r["edit"] == ORDER_EDIT and r["by"] == "question word"
+    assert r["questions"] == 120 and set(r["groups"]) == {"first", "last"}
     assert sum(g["questions"] for g in r["groups"].values()) == 120
-    assert 0.0 <= r["identical_rate"] <= 1.0
-    # the true causal frames (the asked subject's) always move under the edit
+    assert (r["reference"]["identical_rate"], r["reference"]["mean_jaccard"]) == (0.0, 0.0)
+    assert r["identical_rate"] > 0.5
+    rec = r["per_question"][0]
+    assert {rec["group"], rec["edited"]} == {"first", "last"}
+    assert "ground truth" in format_misfocus_table(r)
+
+
+def test_synthetic_mode_subject_edit():
+    r = synthetic_misfocus(limit=120, edit="subject")
+    assert r["edit"] == SUBJECT_EDIT and r["by"] == "subject"
+    assert r["questions"] == 120 and set(r["groups"]) == {"subject0", "subject1"}
+    # the true causal frames (the asked subject doing the answer) always move under the edit
     assert (r["reference"]["identical_rate"], r["reference"]["mean_jaccard"]) == (0.0, 0.0)
     rec = r["per_question"][0]
-    assert rec["swapped_subject"] != rec["subject"]
-    assert "ground truth" in format_misfocus_table(r)
+    assert rec["edited"] != rec["group"]
+    with pytest.raises(ValueError, match="edit must be one of"):
+        synthetic_misfocus(limit=4, edit="bogus")
 
 
 # ---- the command -----------------------------------------------------------------------------------
@@ -309,5 +332,7 @@ def test_cli_synthetic(capsys, tmp_path):
     out = tmp_path / "synthetic.json"
     assert _cli(["--synthetic", "--limit", "50", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "asked subject" in text and "ground truth" in text
+    assert "'first' <-> 'last'" in text and "ground truth" in text
     assert json.loads(out.read_text())["questions"] == 50
+    assert _cli(["--synthetic", "--synthetic-edit", "subject", "--limit", "20"]) == 0
+    assert "other subject" in capsys.readouterr().out
