@@ -188,10 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true",
                       help="a smoke run of the whole pipeline (one seed, small budget): its numbers say nothing about SpARC")
     demo.add_argument("--configs", nargs="+", default=None, metavar="CONFIG",
-                      help="configs to train besides plain, e.g. '+T+S' '+T+S whole-CE' (default: the paper's "
-                           "ablation and the whole-CE variant; `sparc.demo.CONFIGS` lists them all)")
+                      help="configs to train besides plain (default: '+T+S' '+T+S whole-CE'; the others: '+T' '+S' "
+                           "'+T+S+TGM' '+T+S+mixup' '+T+S detach' '+T+S detach+whole-CE')")
     demo.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED", help="seeds (default: 0 1 2)")
-    demo.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="training epochs (default: 4)")
+    demo.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="training epochs (default: 10; VGT 8)")
     demo.add_argument("--backbone", default="hga", choices=BACKBONE_NAMES,
                       help="the video-QA model to train (default: hga)")
     demo.set_defaults(func=_demo)

@@ -200,8 +200,7 @@ BACKBONES: Dict[str, DemoBackbone] = {
                         settings=(("lr", 1e-3), ("batch_size", 64), ("epochs", 8), ("seeds", (0, 1)))),
     # STAGE's step costs about three of HGA's: two seeds.
     "stage": DemoBackbone("stage", "STAGE", build_stage, stage_adapter, stage_batch, settings=(("seeds", (0, 1)),)),
-    "memory": DemoBackbone("memory", "memory-attention", build_memory, memory_adapter, appearance_motion_batch,
-                           settings=(("epochs", 6),)),
+    "memory": DemoBackbone("memory", "memory-attention", build_memory, memory_adapter, appearance_motion_batch),
 }
 
 

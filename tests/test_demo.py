@@ -93,6 +93,18 @@ def test_configs_are_built_by_name_and_unknown_names_are_errors():
     assert set(settings.configs) <= set(CONFIGS)
 
 
+def test_the_demo_help_names_every_config_and_the_default_rows():
+    from sparc.cli import build_parser
+    from sparc.demo import DEMO_ROWS
+
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    text = next(a.help for a in demo._actions if "--configs" in a.option_strings)
+    assert all(f"'{label}'" in text for label in CONFIGS if label != "plain"), text
+    default = text.split(";")[0]
+    assert all(f"'{label}'" in default for label in DEMO_ROWS if label != "plain")
+    assert DemoSettings().configs == DEMO_ROWS and DEMO_ROWS[0] == "plain"
+
+
 def test_the_a1_teacher_is_sure_on_the_answer_frames_and_unsure_elsewhere():
     """Trained as a VQA model, then fine-tuned on every frame of its split's videos labelled with the
     answer (SpARC A.1), the teacher puts P(answer) high on the frames where the asked subject does the
