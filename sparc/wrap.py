@@ -180,6 +180,10 @@ class SparcModel(nn.Module):
         step = Step(self.model, self.adapter, batch, priors, answer, num_candidates, select)
         step.candidates_from = candidates_from
 
+        if self._selector is not None and any(t.augments for t in self.techniques):
+            # Select the causal frames from the un-augmented priors now: selected lazily after a mixup,
+            # they would come from λ·P[b] + (1-λ)·P[π(b)] (vanilla Mixup reads no selection itself).
+            step.keep
         for t in self.techniques:
             if t.augments:
                 t.augment(step)

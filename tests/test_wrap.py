@@ -273,6 +273,18 @@ def test_vanilla_mixup_without_a_candidate_field_mixes_labels():
     assert out.logits.shape == (2, 3) and torch.isfinite(out.loss)
 
 
+def test_vanilla_mixup_keeps_each_samples_own_causal_frames():
+    """Mixup + TemporalGuidance: the causal frames come from the samples' own priors, before mixing.
+    At λ = 0 the mixed priors are the partner's; selected after the mix, q0 would keep both frames
+    (its partner q1's selection) and q1 only frame 0 (q0's)."""
+    mix = sparc.Mixup()
+    wrapped = sparc.wrap(VideoQuestionModel(), video_question_adapter(), [sparc.TemporalGuidance(), mix])
+    mix._draw = lambda batch_size: (0.0, torch.tensor([1, 0]))
+    out = wrapped(small_batch(), priors=SMALL_PRIORS)
+    assert out.keep.tolist() == [[True, False], [True, True]]
+    out.loss.backward()
+
+
 def test_vanilla_mixup_without_any_source_of_the_candidate_count_is_a_clear_error():
     """No candidate field, no priors, no num_answers: the soft labels' width would be guessed from the
     largest answer in the batch; refuse instead."""
