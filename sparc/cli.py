@@ -234,9 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def end_process_group() -> None:
+    """Shut a multi-process run's process group down before the interpreter exits: left to exit, gloo's
+    threads can be torn down while still joinable and abort the process (SIGABRT after a finished run)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return report_errors(args.command, args.func)(args)
+    try:
+        return report_errors(args.command, args.func)(args)
+    finally:
+        end_process_group()
 
 
 if __name__ == "__main__":

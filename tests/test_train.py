@@ -135,6 +135,9 @@ def two_process_worker(out_path, per_process_batch):
     if PartialState().is_main_process:
         torch.save({"metrics": result.metrics, "predictions": result.predictions, "weights": weights,
                     "gradients": gradients}, out_path)
+    from sparc.cli import end_process_group
+
+    end_process_group()   # a clean gloo shutdown (left to interpreter exit, a worker can abort)
 
 
 def test_two_cpu_processes_match_one(tmp_path):
