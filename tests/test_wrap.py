@@ -416,3 +416,24 @@ def test_import_sparc_stays_light():
             "print([m for m in ('transformers', 'timm', 'datasets', 'accelerate') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"direction": "bogus"}, "direction must be one of"),
+    ({"threshold": 2.0}, "threshold must be a probability"),
+    ({"threshold": True}, "threshold must be a probability"),
+    ({"whole_ce_weight": -1.0}, "whole_ce_weight must be a finite number"),
+    ({"consistency_weight": float("nan")}, "consistency_weight must be a finite number"),
+    ({"source": "top_k", "k": 0}, "source='top_k' needs k"),
+    ({"source": "top_k", "k": 1.5}, "k must be a positive int"),
+])
+def test_temporal_guidance_refuses_bad_hyperparameters_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sparc.TemporalGuidance(**kwargs)
+
+
+def test_temporal_guidance_accepts_numpy_numbers():
+    import numpy as np
+
+    tg = sparc.TemporalGuidance(threshold=np.float32(0.4), whole_ce_weight=np.float64(1.0), source="top_k", k=np.int64(2))
+    assert tg.threshold == pytest.approx(0.4) and tg.k == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Dict, Optional
 
 import torch
@@ -11,6 +13,7 @@ from sparc.losses import consistency_kl, guided_ce
 from sparc.techniques.base import Technique
 
 SOURCES = ("priors", "top_k", "span")
+DIRECTIONS = ("guided||whole", "whole||guided")   # KL(guided || whole) is the paper's order
 
 
 class TemporalGuidance(Technique):
@@ -37,6 +40,16 @@ class TemporalGuidance(Technique):
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         if source == "top_k" and not k:
             raise ValueError("source='top_k' needs k")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+            raise ValueError(f"k must be a positive int (frames kept by source='top_k'), got {k!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be a probability in [0, 1] (keep P[t, answer] > threshold), got {threshold!r}")
+        for name, w in (("consistency_weight", consistency_weight), ("guided_weight", guided_weight),
+                        ("whole_ce_weight", whole_ce_weight)):
+            if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {w!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         self.threshold, self.empty, self.source, self.k = threshold, empty, source, k
         self.consistency_weight, self.guided_weight = consistency_weight, guided_weight
         self.whole_ce_weight, self.detach_guided, self.direction = whole_ce_weight, detach_guided, direction
