@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from sparc.frames import bucket_by_count, gather_kept, valid_frames
-from sparc.outputs import ModelOutput
+from sparc.outputs import ModelOutput, gather_positions, scatter_rows, to_video_frames
 
 SUBSET_MODES = ("mask", "lengths", "bucket")
 
@@ -132,27 +132,32 @@ class Adapter:
         raise ValueError(f"subset() serves the mask and lengths modes; {type(self).__name__} uses {mode!r}")
 
     def forward_subset(self, model, inputs: dict, keep: torch.Tensor) -> ModelOutput:
-        """Run ``model`` on the kept frames of every row (each row keeps at least one frame)."""
+        """Run ``model`` on the kept frames of every row (each row keeps at least one frame). Every
+        field comes back in batch order, temporal fields laid over the video's T frames (the frames not
+        shown hold :data:`sparc.outputs.UNSEEN`), whichever mode ran."""
         counts = keep.sum(dim=1)
         if (counts == 0).any():
             raise ValueError(f"batch row {int(torch.nonzero(counts == 0)[0])} keeps no frame")
+        where = f"{type(self).__name__} subset"
         if bool((counts == counts[0]).all()):
-            return self.forward(model, self.slice_frames(inputs, keep))
+            out = self.forward(model, self.slice_frames(inputs, keep))
+            return to_video_frames(out, keep, *gather_positions(keep, int(counts[0])), where=where)
         mode = self.mode_for(model)
         if mode == "mask":
-            return self.forward(model, self._with_mode("mask").subset(inputs, keep))
+            out = self.forward(model, self._with_mode("mask").subset(inputs, keep))
+            positions = torch.arange(keep.shape[1], device=keep.device).expand(keep.shape[0], -1)
+            return to_video_frames(out, keep, positions, keep, where=where)
         if mode == "lengths":
-            return self.forward(model, self._with_mode("lengths").subset(inputs, keep))
+            out = self.forward(model, self._with_mode("lengths").subset(inputs, keep))
+            return to_video_frames(out, keep, *gather_positions(keep, int(counts.max())), where=where)
         if mode != "bucket":
             raise ValueError(f"unknown subset mode {mode!r}; expected one of {SUBSET_MODES}")
-        logits = None
-        for _, rows in bucket_by_count(keep):
-            group = self.select_batch(inputs, rows)
-            out = self.forward(model, self.slice_frames(group, keep[rows]))
-            if logits is None:
-                logits = out.logits.new_zeros((keep.shape[0],) + tuple(out.logits.shape[1:]))
-            logits = logits.index_copy(0, rows.to(logits.device), out.logits)
-        return ModelOutput(logits=logits)
+        parts = []
+        for count, rows in bucket_by_count(keep):
+            group_keep = keep[rows]
+            out = self.forward(model, self.slice_frames(self.select_batch(inputs, rows), group_keep))
+            parts.append((rows, to_video_frames(out, group_keep, *gather_positions(group_keep, count), where=where)))
+        return scatter_rows(parts, keep.shape[0], keep)
 
     def with_subset_mode(self, mode: str) -> "Adapter":
         """A copy of this adapter that runs every subset view in ``mode``, whatever ``mode_for`` would

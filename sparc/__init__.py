@@ -8,14 +8,17 @@ from sparc.frames import sample_single_frame, select_causal_frames, span_frames,
 from sparc.mixup import mixup, temporal_guided_mixup
 from sparc.outputs import ModelOutput, StepOutput
 from sparc.priors import PriorStore
-from sparc.techniques import Mixup, SpatialDistillation, TemporalGuidance, TemporalGuidedMixup, Technique
+from sparc.selection import CausalFrames, FrameSelector, Intersection, SpanFrames, TopKFrames, Union
+from sparc.step import Step
+from sparc.techniques import Augmentation, Mixup, SpatialDistillation, TemporalGuidance, TemporalGuidedMixup, Technique
 from sparc.wrap import SparcModel, wrap
 
 __version__ = "0.1.0"
 
 __all__ = [
     "wrap", "SparcModel", "ModelOutput", "StepOutput", "PriorStore",
-    "Technique", "TemporalGuidance", "SpatialDistillation", "TemporalGuidedMixup", "Mixup",
+    "Technique", "Augmentation", "Step", "TemporalGuidance", "SpatialDistillation", "TemporalGuidedMixup", "Mixup",
+    "FrameSelector", "CausalFrames", "TopKFrames", "SpanFrames", "Intersection", "Union",
     "select_causal_frames", "top_k_frames", "span_frames", "sample_single_frame",
     "mixup", "temporal_guided_mixup",
 ]

@@ -147,20 +147,3 @@ def slice_kept(x: torch.Tensor, keep: torch.Tensor, dim: int = 1) -> torch.Tenso
         raise ValueError("slice_kept needs every row to keep the same number of frames; bucket first")
     gathered, _ = gather_kept(x, keep, dim)
     return gathered
-
-
-def subset_frames(x: torch.Tensor, keep: torch.Tensor, mode: str, dim: int = 1):
-    """The kept frames of ``x`` in one of the three subset modes:
-
-    - ``"mask"``: ``(x, keep)``, T unchanged, for a model that honours the mask exactly;
-    - ``"lengths"``: ``(gathered, lengths)``, kept frames moved to the front and zero-padded;
-    - ``"bucket"``: ``[(rows, sliced), ...]`` one physically sliced tensor per distinct kept count.
-    """
-    if mode == "mask":
-        return x, keep
-    if mode == "lengths":
-        return gather_kept(x, keep, dim)
-    if mode == "bucket":
-        rows_x = lambda rows: x[rows.to(x.device)]
-        return [(rows, slice_kept(rows_x(rows), keep[rows], dim)) for _, rows in bucket_by_count(keep)]
-    raise ValueError(f"mode must be 'mask', 'lengths' or 'bucket', got {mode!r}")

@@ -1,8 +1,10 @@
 """``sparc.wrap(model, adapter, techniques)``: a model that trains with the techniques and evaluates bare.
 
-Training forward: the augmenting techniques (mixups) rewrite the step first, then every technique
-adds its named, weighted loss terms; each view (whole video, causal frames, single frame) is computed
-once and shared. Eval forward: exactly the bare model's whole-video forward through the adapter.
+Training forward: the causal frames are selected once from the clean batch (the selector the
+techniques declare, or ``frames=``); phase 1, the one augmentation (a mixup) rewrites the step;
+phase 2, every technique adds its named, weighted loss terms, reading views (whole video, causal
+frames, one frame) that are computed once and shared. Eval forward: exactly the bare model's
+whole-video forward through the adapter.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from torch import nn
 
 from sparc.losses import guided_ce, hinge_loss
 from sparc.outputs import ModelOutput, StepOutput
+from sparc.selection import CausalFrames, FrameSelector, SelectionInputs
 from sparc.step import Step
-from sparc.techniques.base import Technique
-from sparc.techniques.temporal_guidance import TemporalGuidance
-from sparc.techniques.temporal_guided_mixup import TemporalGuidedMixup
+from sparc.techniques.base import Augmentation, Technique
 
 # Tolerance on a prior row's sum: the store accepts 1e-3 before its float16 cast, which moves a row's
 # sum by at most 2^-11 of it; 5e-3 also admits softmaxes computed in bfloat16. Logits fail by far.
@@ -46,11 +47,48 @@ def _qid(batch: dict, qid_field: str, row: int) -> str:
     return str(value.item() if torch.is_tensor(value) else value)
 
 
+def _name(t) -> str:
+    return type(t).__name__
+
+
+def resolve_frames(techniques, frames: Optional[FrameSelector]) -> Optional[FrameSelector]:
+    """The one selector of a step: ``frames`` if given, else the one the techniques declare; the
+    declarations must agree (selectors compare by value). ``CausalFrames()`` when a technique reads
+    ``step.keep`` and nobody names a selector; None when no technique reads it."""
+    if frames is not None and not isinstance(frames, FrameSelector):
+        raise TypeError(f"frames must be a FrameSelector (CausalFrames, TopKFrames, SpanFrames, ...), "
+                        f"got {type(frames).__name__}")
+    declared = [(f"wrap(frames=...)", frames)] if frames is not None else []
+    declared += [(_name(t), t.frames) for t in techniques if t.frames is not None]
+    for who, selector in declared[1:]:
+        if selector != declared[0][1]:
+            raise ValueError(f"selections disagree: the causal frames are selected once per step, but {declared[0][0]} asks for "
+                             f"{declared[0][1]!r} and {who} for {selector!r}; give one of them (the other "
+                             f"follows the step's selection when left unset)")
+    if declared:
+        return declared[0][1]
+    return CausalFrames() if any(t.needs_frames for t in techniques) else None
+
+
+def check_phases(techniques) -> None:
+    """At most one augmentation unless the later one declares it composes; one answer-loss owner."""
+    augmentations = [t for t in techniques if isinstance(t, Augmentation)]
+    for earlier, later in zip(augmentations, augmentations[1:]):
+        if not later.composes_after(earlier):
+            raise ValueError(f"{_name(earlier)} and {_name(later)} both rewrite the batch: the second would mix "
+                             f"an already mixed batch. Wrap one augmentation (or give {_name(later)} a "
+                             f"composes_after that accepts {_name(earlier)})")
+    owners = [t for t in techniques if t.answer_term is not None]
+    if len(owners) > 1:
+        raise ValueError(f"{_name(owners[0])} and {_name(owners[1])} both take over the answer loss "
+                         f"(answer_term {owners[0].answer_term!r} and {owners[1].answer_term!r}); wrap one of them")
+
+
 class SparcModel(nn.Module):
     """The wrapped model. ``model`` stays reachable as ``.model`` (save its ``state_dict`` for deployment)."""
 
     def __init__(self, model: nn.Module, adapter, techniques: Iterable[Technique] = (),
-                 task_loss: Union[str, Callable] = "ce"):
+                 task_loss: Union[str, Callable] = "ce", frames: Optional[FrameSelector] = None):
         super().__init__()
         self.model = model
         self.adapter = adapter
@@ -58,23 +96,11 @@ class SparcModel(nn.Module):
         for t in self.techniques:
             if not isinstance(t, Technique):
                 raise TypeError(f"{type(t).__name__} is not a sparc Technique")
+        check_phases(self.techniques)
+        self.frames = resolve_frames(self.techniques, frames)
         for t in self.techniques:
             t.bind(adapter)
         self.task_loss = _task_loss(task_loss)
-        self._selector = self._pick_selector()
-
-    def _pick_selector(self):
-        guides = [t for t in self.techniques if isinstance(t, TemporalGuidance)]
-        if len(guides) > 1:
-            raise ValueError("wrap at most one TemporalGuidance: the causal frames are selected once per step")
-        mixups = [t for t in self.techniques if isinstance(t, TemporalGuidedMixup) and t.selects_frames]
-        if guides:
-            for m in mixups:
-                if (m.threshold is not None and m.threshold != guides[0].threshold) or (m.empty not in (None, guides[0].empty)):
-                    raise ValueError("TemporalGuidedMixup's threshold/empty disagree with TemporalGuidance's; "
-                                     "leave them None to share TemporalGuidance's selection")
-            return guides[0]
-        return mixups[0] if mixups else None
 
     def reseed(self, seed: int) -> None:
         """Give every technique its own stream derived from ``seed`` (the loop passes seed + process index)."""
@@ -176,19 +202,16 @@ class SparcModel(nn.Module):
         self._check(batch, priors, answer, num_candidates)
         if priors is not None:
             priors = priors.to(answer.device, torch.float32)
-        select = self._selector.select if self._selector is not None else None
-        step = Step(self.model, self.adapter, batch, priors, answer, num_candidates, select)
-        step.candidates_from = candidates_from
+        keep = None
+        if self.frames is not None:  # from the clean batch, before any augmentation rewrites it
+            keep = self.frames(SelectionInputs(batch, priors, answer, self.adapter.valid_frames(batch)))
+        step = Step(self.model, self.adapter, batch, priors, answer, num_candidates, keep, candidates_from)
 
-        if self._selector is not None and any(t.augments for t in self.techniques):
-            # Select the causal frames from the un-augmented priors now: selected lazily after a mixup,
-            # they would come from λ·P[b] + (1-λ)·P[π(b)] (vanilla Mixup reads no selection itself).
-            step.keep
-        for t in self.techniques:
-            if t.augments:
+        for t in self.techniques:                      # phase 1
+            if isinstance(t, Augmentation):
                 t.augment(step)
-        terms = {}
-        if not any(t.replaces_answer_loss for t in self.techniques):
+        terms = {}                                     # phase 2
+        if not any(t.answer_term is not None for t in self.techniques):
             terms["answer"] = self.task_loss(step.whole().logits, step.target)
         for t in self.techniques:
             for name, value in t.loss_terms(step).items():
@@ -196,12 +219,14 @@ class SparcModel(nn.Module):
                     raise ValueError(f"two techniques both produce the loss term {name!r}")
                 terms[name] = value
         loss = sum(terms.values()) if terms else step.whole().logits.sum() * 0.0
-        return StepOutput(loss=loss, logits=step.whole().logits, terms=terms, keep=step._keep)
+        return StepOutput(loss=loss, logits=step.whole().logits, terms=terms, keep=keep)
 
-
-def wrap(model: nn.Module, adapter, techniques: Iterable[Technique] = (), task_loss: Union[str, Callable] = "ce") -> SparcModel:
-    """Wrap ``model`` so that training applies ``techniques`` and evaluation is the bare model."""
-    return SparcModel(model, adapter, techniques, task_loss)
+def wrap(model: nn.Module, adapter, techniques: Iterable[Technique] = (), task_loss: Union[str, Callable] = "ce",
+         frames: Optional[FrameSelector] = None) -> SparcModel:
+    """Wrap ``model`` so that training applies ``techniques`` and evaluation is the bare model.
+    ``frames`` names the causal-frame selector of every step (default: the one the techniques
+    declare, ``CausalFrames(0.5)`` when they declare none)."""
+    return SparcModel(model, adapter, techniques, task_loss, frames)
 
 
 __all__ = ["wrap", "SparcModel", "ModelOutput", "StepOutput"]

@@ -79,7 +79,7 @@ def test_configs_are_built_by_name_and_unknown_names_are_errors():
 
     made = build_techniques("+T+S whole-CE", threshold=0.4)
     assert [type(t) for t in made] == [sparc.TemporalGuidance, sparc.SpatialDistillation]
-    assert made[0].whole_ce_weight == 1.0 and made[0].threshold == 0.4 and not made[0].detach_guided
+    assert made[0].whole_ce_weight == 1.0 and made[0].frames == sparc.CausalFrames(0.4) and not made[0].detach_guided
     assert build_techniques("plain", 0.5) == []
     assert isinstance(build_techniques("+T+S+mixup", 0.5)[2], sparc.Mixup)
     with pytest.raises(ValueError, match="unknown demo config 'temporall'"):

@@ -61,12 +61,15 @@ def test_mask_mode_equals_physical_removal(extra):
             alone = sliced(adapter, model, batch, keep)
             expected = torch.cat([o.logits for o in alone])
             worst = max(worst, float((got.logits - expected).abs().max()) / float(expected.abs().max()))
-            # spans and attention: the kept frames equal the sliced run's; masked frames are -1e10
+            # spans and attention: the kept frames equal the sliced run's; frames the view did not show
+            # hold sparc.outputs.UNSEEN whatever the model wrote there (STAGE masks with -1e10)
+            assert torch.equal(got.frames, keep)
             for b, o in enumerate(alone):
                 for mine, theirs in zip(got.span_logits, o.span_logits):
                     assert close64(mine[b][:, keep[b]], theirs[0])
-                    assert (mine[b][:, ~keep[b]] == -1e10).all()
+                    assert (mine[b][:, ~keep[b]] == float("-inf")).all()
                 assert close64(got.attention[b][:, keep[b]], o.attention[0])
+                assert (got.attention[b][:, ~keep[b]] == 0).all()
     assert worst <= 1e-10
 
 

@@ -320,23 +320,6 @@ def test_base_adapter_forward_is_abstract():
         Adapter().forward(None, {})
 
 
-def test_subset_frames_modes_agree_with_physical_removal():
-    from sparc.frames import subset_frames
-
-    x = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
-    keep = torch.tensor([[True, False, True, True], [False, True, False, False]])
-    same, mask = subset_frames(x, keep, "mask")
-    assert same is x and torch.equal(mask, keep)
-    gathered, lengths = subset_frames(x, keep, "lengths")
-    assert lengths.tolist() == [3, 1]
-    assert torch.equal(gathered[0], x[0, [0, 2, 3]]) and torch.equal(gathered[1, 0], x[1, 1])
-    assert torch.equal(gathered[1, 1:], torch.zeros(2, 3))
-    buckets = subset_frames(x, keep, "bucket")
-    assert [(rows.tolist(), tuple(s.shape)) for rows, s in buckets] == [([1], (1, 1, 3)), ([0], (1, 3, 3))]
-    with pytest.raises(ValueError, match="mode"):
-        subset_frames(x, keep, "pad")
-
-
 def test_with_subset_mode_forces_a_mode_and_refuses_what_the_adapter_cannot_do():
     from sparc.adapters import FunctionAdapter, HGAAdapter
 

@@ -311,8 +311,9 @@ def test_explicit_concat_without_a_candidate_field_fails_at_wrap(technique):
     ({"alpha": float("nan")}, "alpha must be a positive number"),
     ({"align": "diagonal"}, r"align must be one of \('causal', 'position'\), got 'diagonal'"),
     ({"candidates": "stacked"}, r"candidates must be one of \('auto', 'concat', 'pairwise'\)"),
-    ({"empty": "none"}, "empty must be None or one of"),
-    ({"threshold": 1.5}, r"threshold must be None .* in \[0, 1\]"),
+    ({"empty": "none"}, r"CausalFrames: empty must be one of \('all', 'top1', 'skip'\)"),
+    ({"threshold": 1.5}, r"threshold must be a probability in \[0, 1\]"),
+    ({"threshold": 0.4, "frames": sparc.TopKFrames(2)}, r"give frames= or the shorthand \['threshold'\], not both"),
 ])
 def test_mixup_hyperparameters_are_validated(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -424,8 +425,13 @@ def test_import_sparc_stays_light():
     ({"threshold": True}, "threshold must be a probability"),
     ({"whole_ce_weight": -1.0}, "whole_ce_weight must be a finite number"),
     ({"consistency_weight": float("nan")}, "consistency_weight must be a finite number"),
-    ({"source": "top_k", "k": 0}, "source='top_k' needs k"),
+    ({"source": "top_k"}, "source='top_k' needs k"),
+    ({"source": "top_k", "k": 0}, "k must be a positive int"),
     ({"source": "top_k", "k": 1.5}, "k must be a positive int"),
+    ({"source": "top_k", "k": 2, "threshold": 0.4}, r"\['threshold'\] are not read by source='top_k'"),
+    ({"k": 2}, "k is read only by source='top_k'"),
+    ({"source": "span", "empty": "skip"}, "not read by source='span'"),
+    ({"source": "frames"}, "source must be one of"),
 ])
 def test_temporal_guidance_refuses_bad_hyperparameters_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -435,5 +441,6 @@ def test_temporal_guidance_refuses_bad_hyperparameters_at_construction(kwargs, m
 def test_temporal_guidance_accepts_numpy_numbers():
     import numpy as np
 
-    tg = sparc.TemporalGuidance(threshold=np.float32(0.4), whole_ce_weight=np.float64(1.0), source="top_k", k=np.int64(2))
-    assert tg.threshold == pytest.approx(0.4) and tg.k == 2
+    tg = sparc.TemporalGuidance(threshold=np.float32(0.4), whole_ce_weight=np.float64(1.0))
+    assert tg.frames.threshold == pytest.approx(0.4) and tg.whole_ce_weight == 1.0
+    assert sparc.TemporalGuidance(source="top_k", k=np.int64(2)).frames == sparc.TopKFrames(2)

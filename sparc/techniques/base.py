@@ -1,31 +1,48 @@
-"""What every technique shares: hyperparameters, its own random generator, and checkpointable state."""
+"""What every technique shares: its declarations, its own random generator, and checkpointable state.
+
+A training forward runs in two phases. Phase 1: the one :class:`Augmentation` (if any) rewrites the
+step's batch, targets and priors. Phase 2: every technique returns its named, weighted loss terms,
+reading the views it needs from the step. Before phase 1 the step selects the causal frames once,
+from the clean batch, with the selector the techniques declare (``frames``).
+"""
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
 
 class Technique(nn.Module):
-    """A training-time technique. ``augment(step)`` may rewrite the batch (mixups run first);
-    ``loss_terms(step)`` returns named, already weighted loss terms.
+    """A training-time technique: ``loss_terms(step)`` returns named, already weighted loss terms.
+
+    Declarations ``wrap`` reads (class or instance attributes):
+
+    - ``frames``: the :class:`~sparc.selection.FrameSelector` this technique insists on, or None;
+    - ``needs_frames``: it reads ``step.keep`` (True whenever ``frames`` is set; a technique that
+      follows whatever the step selects sets it without ``frames``, and the step then uses
+      ``CausalFrames()``);
+    - ``answer_term``: the name of the term that *is* the answer supervision, for a technique that
+      takes it over (TemporalGuidance's ``"guided"``); the wrapper's plain answer loss is then dropped.
 
     Each technique owns a ``torch.Generator`` (seeded from seed + process index by the loop) so its
     random draws never disturb the model's RNG; the generator state rides in ``state_dict`` (extra
     state) so a resumed run draws exactly what the uninterrupted run would have drawn.
     """
 
-    augments = False              # rewrites the batch before any view is computed
-    replaces_answer_loss = False  # supplies the answer supervision itself (the plain CE is dropped)
-    selects_frames = False        # owns the causal-frame selection
+    frames = None
+    answer_term: Optional[str] = None
 
     def __init__(self, seed: int = 0):
         super().__init__()
         self.seed = seed
         self.generator = torch.Generator()
         self.generator.manual_seed(seed)
+
+    @property
+    def needs_frames(self) -> bool:
+        return self.frames is not None
 
     def reseed(self, seed: int) -> None:
         self.seed = seed
@@ -34,9 +51,6 @@ class Technique(nn.Module):
     def bind(self, adapter) -> None:
         """Called once by ``wrap`` with the adapter: settle anything that depends on what the adapter
         declares, and refuse a pairing that cannot work before the first step runs."""
-
-    def augment(self, step) -> None:
-        pass
 
     def loss_terms(self, step) -> Dict[str, torch.Tensor]:
         return {}
@@ -47,3 +61,17 @@ class Technique(nn.Module):
 
     def set_extra_state(self, state: torch.Tensor) -> None:
         self.generator.set_state(state.cpu().to(torch.uint8))
+
+
+class Augmentation(Technique):
+    """Phase 1: ``augment(step)`` rewrites the step's batch (``step.replace_batch``) before any view.
+
+    ``wrap`` runs at most one augmentation: two mixups would mix the already mixed batch and score
+    4C candidates. An augmentation that can follow another says so in :meth:`composes_after`."""
+
+    def augment(self, step) -> None:
+        raise NotImplementedError
+
+    def composes_after(self, other: "Augmentation") -> bool:
+        """True if this augmentation may run on a batch ``other`` has already rewritten."""
+        return False

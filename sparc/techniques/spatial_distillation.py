@@ -21,8 +21,8 @@ class SpatialDistillation(Technique):
 
     def loss_terms(self, step) -> Dict[str, torch.Tensor]:
         priors = step.require_priors("SpatialDistillation")
-        valid = step.valid.cpu()
-        index = sample_single_frame(valid, self.generator).to(priors.device)
-        logits = step.single(index.to(step.answer.device))
+        # The draw runs on the generator's device (CPU), so every device draws the same frames.
+        index = sample_single_frame(step.valid.cpu(), self.generator).to(priors.device)
+        logits = step.single(index).logits
         teacher = priors[torch.arange(priors.shape[0], device=priors.device), index]
         return {"spatial": self.weight * spatial_distillation(logits, teacher.to(logits.dtype), self.temperature)}

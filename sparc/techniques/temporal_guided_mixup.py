@@ -1,4 +1,4 @@
-"""Temporal-guided mixup (SpARC A.2): mix only the causal frames of each sample with a partner's."""
+"""Temporal-guided mixup (SpARC A.2) and vanilla mixup: the two augmentations."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Optional
 
 import torch
 
-from sparc.frames import EMPTY_POLICIES, select_causal_frames
 from sparc.mixup import (ALIGN_MODES, CANDIDATE_MODES, mixup, resolve_candidates, sample_lambda, sample_partners,
                          temporal_guided_mixup)
-from sparc.techniques.base import Technique
+from sparc.selection import FrameSelector
+from sparc.techniques.base import Augmentation
+from sparc.techniques.temporal_guidance import frames_from_shorthand
 
 
 def _check_shape_param(who: str, name: str, value) -> float:
@@ -25,40 +26,16 @@ def _check_candidates(who: str, candidates) -> str:
     return candidates
 
 
-class TemporalGuidedMixup(Technique):
-    """Runs before every view: rewrites the batch, the targets (soft) and the priors of the step.
+class _MixupBase(Augmentation):
+    """What both mixups share: λ ~ Beta(alpha, beta) per batch, partners a random permutation, and
+    the candidate mode settled against the adapter when ``wrap`` binds the technique."""
 
-    λ ~ Beta(alpha, beta) per batch (SpARC Table 6: α = β = 0.1), partners a random permutation.
-    The causal frames are those of the step's selection: TemporalGuidance's when it is wrapped too
-    (``threshold``/``empty`` left at None follow it), else this technique's own (default 0.5, "all").
-
-    ``candidates`` (multiple choice) follows what the adapter can express, decided once when ``wrap``
-    binds the technique to the adapter: ``"auto"`` (default) is EIGV's ``"concat"`` (the model scores
-    the 2C candidates [own, partner's]) when the adapter declares a candidate field
-    (``adapter.candidate``), else ``"pairwise"`` label mixing over the model's own C candidates
-    (``λ·onehot(a) + (1-λ)·onehot(a_π)``; declared candidate fields are mixed k with k). An explicit
-    ``"concat"`` with an adapter that declares no candidate field is an error at ``wrap`` time.
-    Open-ended adapters mix the question fields instead.
-    """
-
-    augments = True
-    selects_frames = True
-
-    def __init__(self, alpha: float = 0.1, beta: float = 0.1, align: str = "causal", candidates: str = "auto",
-                 threshold: Optional[float] = None, empty: Optional[str] = None, seed: int = 0):
+    def __init__(self, alpha: float, beta: float, candidates: str, seed: int):
         super().__init__(seed)
         who = type(self).__name__
         self.alpha = _check_shape_param(who, "alpha", alpha)
         self.beta = _check_shape_param(who, "beta", beta)
-        if align not in ALIGN_MODES:
-            raise ValueError(f"{who}: align must be one of {ALIGN_MODES}, got {align!r}")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not 0.0 <= threshold <= 1.0):
-            raise ValueError(f"{who}: threshold must be None (follow TemporalGuidance) or in [0, 1], got {threshold!r}")
-        if empty is not None and empty not in EMPTY_POLICIES:
-            raise ValueError(f"{who}: empty must be None or one of {EMPTY_POLICIES}, got {empty!r}")
-        self.align, self.candidates = align, _check_candidates(who, candidates)
-        self.threshold, self.empty = threshold, empty
+        self.candidates = _check_candidates(who, candidates)
         self.candidate_mode: Optional[str] = None   # "concat" / "pairwise", fixed by bind()
 
     def bind(self, adapter) -> None:
@@ -75,15 +52,40 @@ class TemporalGuidedMixup(Technique):
             self.bind(step.adapter)
         return self.candidate_mode
 
-    def select(self, step) -> torch.Tensor:
-        valid = step.valid
-        lengths = None if bool(valid.all()) else valid.sum(dim=1)
-        priors = step.require_priors("TemporalGuidedMixup")
-        threshold = 0.5 if self.threshold is None else self.threshold
-        return select_causal_frames(priors, step.answer, threshold, self.empty or "all", lengths)
-
     def _draw(self, batch_size: int):
         return sample_lambda(self.alpha, self.beta, self.generator), sample_partners(batch_size, self.generator)
+
+
+class TemporalGuidedMixup(_MixupBase):
+    """Mixes only the causal frames ``step.keep`` of each sample with a partner's (SpARC A.2).
+
+    λ ~ Beta(alpha, beta) per batch (SpARC Table 6: α = β = 0.1), partners a random permutation.
+    The causal frames are the step's selection, made before this technique runs: ``frames`` (or the
+    ``threshold``/``empty`` shorthand for ``CausalFrames``) insists on one; left unset it follows
+    TemporalGuidance's, or ``CausalFrames(0.5)`` when nothing else selects.
+
+    ``candidates`` (multiple choice) follows what the adapter can express, decided once when ``wrap``
+    binds the technique to the adapter: ``"auto"`` (default) is EIGV's ``"concat"`` (the model scores
+    the 2C candidates [own, partner's]) when the adapter declares a candidate field
+    (``adapter.candidate``), else ``"pairwise"`` label mixing over the model's own C candidates
+    (``λ·onehot(a) + (1-λ)·onehot(a_π)``; declared candidate fields are mixed k with k). An explicit
+    ``"concat"`` with an adapter that declares no candidate field is an error at ``wrap`` time.
+    Open-ended adapters mix the question fields instead.
+    """
+
+    def __init__(self, alpha: float = 0.1, beta: float = 0.1, align: str = "causal", candidates: str = "auto",
+                 threshold: Optional[float] = None, empty: Optional[str] = None,
+                 frames: Optional[FrameSelector] = None, seed: int = 0):
+        super().__init__(alpha, beta, candidates, seed)
+        who = type(self).__name__
+        if align not in ALIGN_MODES:
+            raise ValueError(f"{who}: align must be one of {ALIGN_MODES}, got {align!r}")
+        self.align = align
+        self.frames = frames_from_shorthand(who, frames, None, threshold, empty, None)
+
+    @property
+    def needs_frames(self) -> bool:
+        return True
 
     def augment(self, step) -> None:
         lam, perm = self._draw(step.answer.shape[0])
@@ -95,13 +97,12 @@ class TemporalGuidedMixup(Technique):
         apply_mixed(step, mixed)
 
 
-class Mixup(TemporalGuidedMixup):
-    """Vanilla mixup (SpARC's "normal" augmentation): every frame is mixed, position-aligned."""
-
-    selects_frames = False
+class Mixup(_MixupBase):
+    """Vanilla mixup (SpARC's "normal" augmentation, Table 7): every frame is mixed, position-aligned.
+    It reads no causal frames; with TemporalGuidance those are still selected from the clean batch."""
 
     def __init__(self, alpha: float = 0.1, beta: float = 0.1, candidates: str = "auto", seed: int = 0):
-        super().__init__(alpha, beta, align="position", candidates=candidates, seed=seed)
+        super().__init__(alpha, beta, candidates, seed)
 
     def augment(self, step) -> None:
         if step.num_candidates <= 0:
@@ -118,11 +119,9 @@ class Mixup(TemporalGuidedMixup):
 
 def apply_mixed(step, mixed) -> None:
     """Make the mixed batch the step's batch: later views and techniques see only the augmented data."""
-    step.batch = mixed.batch
-    step.target = mixed.target
-    step.priors = mixed.priors
+    candidates_from = None
     if mixed.target.shape[1] != step.num_candidates:   # concat: the candidate fields now hold 2C
-        step.candidates_from = (f"candidates='concat' appended the partner's candidates to the adapter's candidate "
-                                f"fields {sorted(step.adapter.candidate)}: does the adapter's forward pass them to the "
-                                f"model? candidates='pairwise' keeps the model's own candidates")
-    step.num_candidates = mixed.target.shape[1]
+        candidates_from = (f"candidates='concat' appended the partner's candidates to the adapter's candidate "
+                           f"fields {sorted(step.adapter.candidate)}: does the adapter's forward pass them to the "
+                           f"model? candidates='pairwise' keeps the model's own candidates")
+    step.replace_batch(mixed.batch, mixed.target, mixed.priors, mixed.target.shape[1], candidates_from)
