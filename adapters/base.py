@@ -21,6 +21,7 @@ import torch
 
 from sparc.frames import bucket_by_count, gather_kept, valid_frames
 from sparc.outputs import ModelOutput, gather_positions, scatter_rows, to_video_frames
+from sparc.rows import select_rows
 
 SUBSET_MODES = ("mask", "lengths", "bucket")
 
@@ -62,6 +63,13 @@ class Adapter:
     def mode_for(self, model) -> str:
         """The subset mode used for ``model`` (an adapter driving two classes may differ per class)."""
         return self.subset_mode
+
+    def encode_text(self, model, inputs: dict) -> Optional[dict]:
+        """The part of ``model``'s forward that does not depend on the frames (question and candidate
+        encodings), as a dict of batch-first tensors (or lists of them), or None when the forward cannot
+        be split. A training step computes it once and passes it to every view's ``forward(model,
+        inputs, text=...)``; an adapter that returns a dict here must accept that keyword."""
+        return None
 
     # ---- shapes -------------------------------------------------------------------------------
     def _first_temporal(self):
@@ -131,31 +139,37 @@ class Adapter:
             return out
         raise ValueError(f"subset() serves the mask and lengths modes; {type(self).__name__} uses {mode!r}")
 
-    def forward_subset(self, model, inputs: dict, keep: torch.Tensor) -> ModelOutput:
+    def forward_with_text(self, model, inputs: dict, text: Optional[dict]) -> ModelOutput:
+        """``forward``, reusing the frame-independent work ``text`` of :meth:`encode_text` when given."""
+        return self.forward(model, inputs) if text is None else self.forward(model, inputs, text=text)
+
+    def forward_subset(self, model, inputs: dict, keep: torch.Tensor, text: Optional[dict] = None) -> ModelOutput:
         """Run ``model`` on the kept frames of every row (each row keeps at least one frame). Every
         field comes back in batch order, temporal fields laid over the video's T frames (the frames not
-        shown hold :data:`sparc.outputs.UNSEEN`), whichever mode ran."""
+        shown hold :data:`sparc.outputs.UNSEEN`), whichever mode ran. ``text``: the rows'
+        :meth:`encode_text`, reused by every group."""
         counts = keep.sum(dim=1)
         if (counts == 0).any():
             raise ValueError(f"batch row {int(torch.nonzero(counts == 0)[0])} keeps no frame")
         where = f"{type(self).__name__} subset"
         if bool((counts == counts[0]).all()):
-            out = self.forward(model, self.slice_frames(inputs, keep))
+            out = self.forward_with_text(model, self.slice_frames(inputs, keep), text)
             return to_video_frames(out, keep, *gather_positions(keep, int(counts[0])), where=where)
         mode = self.mode_for(model)
         if mode == "mask":
-            out = self.forward(model, self._with_mode("mask").subset(inputs, keep))
+            out = self.forward_with_text(model, self._with_mode("mask").subset(inputs, keep), text)
             positions = torch.arange(keep.shape[1], device=keep.device).expand(keep.shape[0], -1)
             return to_video_frames(out, keep, positions, keep, where=where)
         if mode == "lengths":
-            out = self.forward(model, self._with_mode("lengths").subset(inputs, keep))
+            out = self.forward_with_text(model, self._with_mode("lengths").subset(inputs, keep), text)
             return to_video_frames(out, keep, *gather_positions(keep, int(counts.max())), where=where)
         if mode != "bucket":
             raise ValueError(f"unknown subset mode {mode!r}; expected one of {SUBSET_MODES}")
         parts = []
         for count, rows in bucket_by_count(keep):
             group_keep = keep[rows]
-            out = self.forward(model, self.slice_frames(self.select_batch(inputs, rows), group_keep))
+            group = self.slice_frames(self.select_batch(inputs, rows), group_keep)
+            out = self.forward_with_text(model, group, select_rows(text, rows))
             parts.append((rows, to_video_frames(out, group_keep, *gather_positions(group_keep, count), where=where)))
         return scatter_rows(parts, keep.shape[0], keep)
 

@@ -617,17 +617,30 @@ class HGA(nn.Module):
         )
         self.fusion = Block([hidden_size, hidden_size], 1, **block_kwargs)
 
-    def forward(self, vid_feats, qas, qas_lengths, vid_lengths=None):
+    def encode_text(self, qas, qas_lengths):
+        """The frame-independent part of :meth:`forward`: each candidate's question encoding,
+        ``{"questions": [(q_output (B, L_k, H), q_last_hidden (B, H)) per candidate]}``. A training
+        step computes it once and passes it to every view's forward as ``text``."""
+        cand_len = torch.as_tensor(qas_lengths).transpose(0, 1)  # (C, B)
+        return {"questions": [self.encode_question(qa, cand_len[k]) for k, qa in enumerate(qas.transpose(0, 1))]}
+
+    def encode_question(self, qas, qas_lengths):
+        q_output, q_hidden = self.qns_encoder(qas, qas_lengths)
+        return q_output, _last_hidden(q_hidden)
+
+    def forward(self, vid_feats, qas, qas_lengths, vid_lengths=None, text=None):
         """Score every candidate answer.
 
         vid_feats (B, T, dim_vid); qas (B, C, L, 768) BERT token features of
         "[CLS] q [SEP] a_k [SEP]" (or (B, C, L) token ids without BERT); qas_lengths (B, C);
-        vid_lengths (B,) optional, frames >= length are padding.
+        vid_lengths (B,) optional, frames >= length are padding; ``text`` optional, the
+        :meth:`encode_text` of these qas (computed once for several views of one step).
         Returns (out (B, C) scores, predict_idx (B,)).
         """
         batch_size, num_frames = vid_feats.shape[:2]
         cand_qas = qas.transpose(0, 1)  # (C, B, L, ...)
         cand_len = torch.as_tensor(qas_lengths).transpose(0, 1)  # (C, B)
+        questions = [None] * len(cand_qas) if text is None else text["questions"]
 
         v_output, v_hidden = self.vid_encoder(vid_feats, vid_lengths)
         v_last_hidden = _last_hidden(v_hidden)
@@ -640,7 +653,7 @@ class HGA(nn.Module):
         # packing; in training, fresh weight-drop/dropout masks per candidate).
         out = torch.stack(
             [
-                self.vq_encoder(v_output, v_last_hidden, qa, cand_len[k], v_mask=v_valid)
+                self.vq_encoder(v_output, v_last_hidden, qa, cand_len[k], v_mask=v_valid, question=questions[k])
                 for k, qa in enumerate(cand_qas)
             ],
             dim=1,
@@ -648,11 +661,11 @@ class HGA(nn.Module):
         _, predict_idx = torch.max(out, 1)
         return out, predict_idx
 
-    def vq_encoder(self, v_output, v_last_hidden, qas, qas_lengths, v_mask=None):
+    def vq_encoder(self, v_output, v_last_hidden, qas, qas_lengths, v_mask=None, question=None):
         """Score one candidate: (B, T, H) video states, (B, H) video summary, (B, L, ...) q+a,
-        (B,) lengths -> (B,) scores. ``v_mask`` (B, T): True at real frames (default: all)."""
-        q_output, q_hidden = self.qns_encoder(qas, qas_lengths)
-        q_last_hidden = _last_hidden(q_hidden)
+        (B,) lengths -> (B,) scores. ``v_mask`` (B, T): True at real frames (default: all);
+        ``question`` its :meth:`encode_question`, when already computed."""
+        q_output, q_last_hidden = self.encode_question(qas, qas_lengths) if question is None else question
         q_mask = _valid_from_lengths(qas_lengths, q_output.size(1), q_output.device)
         if v_mask is None:
             v_mask = torch.ones(v_output.shape[:2], dtype=torch.bool, device=v_output.device)
@@ -694,10 +707,16 @@ class HGAAdapter(Adapter):
     def mode_for(self, model) -> str:
         return "lengths" if getattr(model, "supports_vid_lengths", False) else "bucket"
 
-    def forward(self, model, inputs: dict) -> ModelOutput:
+    def encode_text(self, model, inputs: dict):
+        """The reference's question encodings (the original class computes them inside its forward)."""
+        if not getattr(model, "supports_vid_lengths", False):
+            return None
+        return model.encode_text(inputs["qas"], inputs["qas_lengths"])
+
+    def forward(self, model, inputs: dict, text=None) -> ModelOutput:
         vid, qas, qas_lengths = inputs["vid_feats"], inputs["qas"], inputs["qas_lengths"]
         if getattr(model, "supports_vid_lengths", False):
-            out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"))
+            out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"), text=text)
             return ModelOutput(logits=out)
         if inputs.get("vid_lengths") is not None and bool((inputs["vid_lengths"] < vid.shape[1]).any()):
             raise ValueError("the original HGA cannot ignore padded frames; drive it through forward_subset (bucket mode)")

@@ -454,20 +454,33 @@ class HME(nn.Module):
         self.vq2word_hme = nn.Linear(dim * 3, 1)
         self.device = device
 
-    def forward(self, vid_feats, qas, qas_lengths, vid_lengths=None):
+    def encode_text(self, qas, qas_lengths):
+        """The frame-independent part of :meth:`forward`: every candidate through the question LSTM
+        and the question memory, ``{"q_out", "qns_embed", "mem_txt"}`` each (B, C, ...). A training
+        step computes it once and passes it to every view's forward as ``text``."""
+        qas_lengths = torch.as_tensor(qas_lengths)
+        batch_size, num_cands = qas_lengths.shape
+        q_out, (q_h, _) = self.qns_encoder(qas.reshape(batch_size * num_cands, *qas.shape[2:]), qas_lengths.reshape(-1))
+        qns_embed = q_h.transpose(0, 1).reshape(batch_size, num_cands, -1)  # [layer 1 | layer 2] h_n
+        mem_txt = self.mrm_txt(q_out)  # (B*C, Lmax, dim)
+        per_sample = lambda x: x.reshape(batch_size, num_cands, *x.shape[1:])
+        return {"q_out": per_sample(q_out), "qns_embed": qns_embed, "mem_txt": per_sample(mem_txt)}
+
+    def forward(self, vid_feats, qas, qas_lengths, vid_lengths=None, text=None):
         """Score every candidate answer.
 
         vid_feats (B, T, dim_app + dim_motion); qas (B, C, L, 768) BERT token features of
         "[CLS] q [SEP] a_k [SEP]" (or (B, C, L) token ids without BERT); qas_lengths (B, C);
-        vid_lengths (B,) optional, frames >= length are padding.
+        vid_lengths (B,) optional, frames >= length are padding; ``text`` optional, the
+        :meth:`encode_text` of these qas (computed once for several views of one step).
         Returns (out (B, C) scores, predict_idx (B,)).
         """
         streams = self.vid_encoder(vid_feats, vid_lengths)
-        out = self.vq_encoder(streams, qas, torch.as_tensor(qas_lengths), vid_lengths=vid_lengths)
+        out = self.vq_encoder(streams, qas, torch.as_tensor(qas_lengths), vid_lengths=vid_lengths, text=text)
         _, predict_idx = torch.max(out, 1)
         return out, predict_idx
 
-    def vq_encoder(self, vid_feats, qns, qns_lengths, iter_num=3, vid_lengths=None):
+    def vq_encoder(self, vid_feats, qns, qns_lengths, iter_num=3, vid_lengths=None, text=None):
         """Score candidates against encoded video.
 
         vid_feats: the four (B, T, dim) outputs of the video encoder. qns (B, C, L, ...) with
@@ -493,10 +506,13 @@ class HME(nn.Module):
             v_valid = _valid(v_lengths, num_frames, device)
             last = v_lengths - 1
 
-        # Every candidate of every sample through the question LSTM at once.
+        # Every candidate of every sample through the question LSTM at once (or reused from text).
         flat_lengths = qns_lengths.reshape(-1)
-        q_out, (q_h, _) = self.qns_encoder(qns.reshape(batch_size * num_cands, *qns.shape[2:]), flat_lengths)
-        qns_embed = q_h.transpose(0, 1).reshape(batch_size, num_cands, -1)  # [layer 1 | layer 2] h_n
+        if text is None:
+            text = self.encode_text(qns, qns_lengths)
+        q_out = text["q_out"].reshape(batch_size * num_cands, *text["q_out"].shape[2:])
+        mem_txt = text["mem_txt"].reshape(batch_size * num_cands, *text["mem_txt"].shape[2:])
+        qns_embed = text["qns_embed"]
 
         att_app, _ = self.temp_att_a(qns_embed, app, v_valid)  # (B, C, 2*dim)
         att_motion, _ = self.temp_att_m(qns_embed, motion, v_valid)
@@ -505,7 +521,6 @@ class HME(nn.Module):
         rows = torch.arange(batch_size, device=device)
         start = torch.cat((app_l2[rows, last], motion_l2[rows, last]), dim=-1)  # last real frame
         mem_vid = self.mrm_vid(app_l2, motion_l2)  # (B, T, dim)
-        mem_txt = self.mrm_txt(q_out)  # (B*C, Lmax, dim)
         q_valid = _valid(flat_lengths, q_out.shape[1], device)
 
         def per_candidate(x):
@@ -534,7 +549,14 @@ def hme_subset_mode(model) -> str:
     return "lengths" if getattr(model, "supports_vid_lengths", False) else "bucket"
 
 
-def forward_hme(model, inputs: dict) -> ModelOutput:
+def encode_text_hme(model, inputs: dict):
+    """The reference's question encodings (the original class computes them inside its forward)."""
+    if not getattr(model, "supports_vid_lengths", False):
+        return None
+    return model.encode_text(inputs["qas"], inputs["qas_lengths"])
+
+
+def forward_hme(model, inputs: dict, text=None) -> ModelOutput:
     """Run the reference or the original HME on a batch dict (``vid_feats (B, T, D)``, ``qas (B, C,
     L, 768)``, ``qas_lengths (B, C)``, optional ``vid_lengths (B,)``).
 
@@ -545,7 +567,7 @@ def forward_hme(model, inputs: dict) -> ModelOutput:
     """
     vid, qas, qas_lengths = inputs["vid_feats"], inputs["qas"], torch.as_tensor(inputs["qas_lengths"])
     if getattr(model, "supports_vid_lengths", False):
-        out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"))
+        out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"), text=text)
         return ModelOutput(logits=out)
     vid_lengths = inputs.get("vid_lengths")
     if vid_lengths is not None and bool((torch.as_tensor(vid_lengths) < vid.shape[1]).any()):

@@ -464,24 +464,35 @@ class MemoryAttention(nn.Module):
         return I_q, q_last, _valid(lengths, I_q.shape[1], tokens.device)
 
     # ---- forward ----------------------------------------------------------------------------
-    def forward(self, vid_feats, qas, qas_lengths, vid_lengths=None):
-        B = vid_feats.shape[0]
+    def texts(self, qas, qas_lengths):
+        """The texts this task encodes, flattened ``(B*C, L[, D])``, their lengths, and C."""
         qas_lengths = torch.as_tensor(qas_lengths)
-        multiple_choice = self.task == "multiple_choice"
         token_dims = 2 if self.use_bert else 1  # (L, D) features or (L,) ids per text
-        if multiple_choice:
+        if self.task == "multiple_choice":
             if qas.dim() != 2 + token_dims or qas_lengths.dim() != 2:
                 raise ValueError("multiple choice needs qas (B, C, L[, D]) and qas_lengths (B, C)")
-            C = qas.shape[1]
-            texts, text_lengths = qas.flatten(0, 1), qas_lengths.reshape(-1)
-        else:
-            if qas.dim() != 1 + token_dims or qas_lengths.dim() != 1:
-                raise ValueError(f"task {self.task!r} needs the question qas (B, L[, D]) and qas_lengths (B,)")
-            C = 1
-            texts, text_lengths = qas, qas_lengths
+            return qas.flatten(0, 1), qas_lengths.reshape(-1), qas.shape[1]
+        if qas.dim() != 1 + token_dims or qas_lengths.dim() != 1:
+            raise ValueError(f"task {self.task!r} needs the question qas (B, L[, D]) and qas_lengths (B,)")
+        return qas, qas_lengths, 1
+
+    def encode_texts(self, qas, qas_lengths):
+        """The frame-independent part of :meth:`forward`, batch first: ``(I^q, q_last, word mask)`` of
+        every text, each ``(B, C, ...)``. A training step computes it once for all its views."""
+        texts, text_lengths, C = self.texts(qas, qas_lengths)
+        B = texts.shape[0] // C
+        return tuple(x.reshape(B, C, *x.shape[1:]) for x in self.encode_text(texts, text_lengths))
+
+    def forward(self, vid_feats, qas, qas_lengths, vid_lengths=None, text=None):
+        B = vid_feats.shape[0]
+        multiple_choice = self.task == "multiple_choice"
+        texts, text_lengths, C = self.texts(qas, qas_lengths)
 
         I_a, I_m, a_last, m_last, vid_valid = self.encode_video(vid_feats, vid_lengths)
-        I_q, q_last, tex_valid = self.encode_text(texts, text_lengths)
+        if text is None:
+            I_q, q_last, tex_valid = self.encode_text(texts, text_lengths)
+        else:  # encode_texts, computed once for every view of a training step
+            I_q, q_last, tex_valid = (x.flatten(0, 1) for x in text)
         if C > 1:  # every candidate text meets the same video
             I_a, I_m, a_last, m_last, vid_valid = (
                 x.repeat_interleave(C, dim=0) for x in (I_a, I_m, a_last, m_last, vid_valid)
@@ -594,16 +605,26 @@ class MemoryAdapter(Adapter):
 
         return hme_subset_mode(model)
 
-    def forward(self, model, inputs: dict) -> ModelOutput:
+    def _texts(self, inputs: dict):
+        if self.task == "multiple_choice":
+            return inputs["qas"], inputs["qas_lengths"]
+        return inputs["qns"], inputs["qns_lengths"]
+
+    def encode_text(self, model, inputs: dict):
+        if not isinstance(model, MemoryAttention):
+            from sparc.adapters.hme import encode_text_hme
+
+            return encode_text_hme(model, inputs)
+        return {"texts": model.encode_texts(*self._texts(inputs))}
+
+    def forward(self, model, inputs: dict, text=None) -> ModelOutput:
         if not isinstance(model, MemoryAttention):
             from sparc.adapters.hme import forward_hme
 
-            return forward_hme(model, inputs)
+            return forward_hme(model, inputs) if text is None else forward_hme(model, inputs, text=text)
         if model.task != self.task:
             raise ValueError(f"the model was built for task {model.task!r}, the adapter for {self.task!r}")
-        if self.task == "multiple_choice":
-            text, lengths = inputs["qas"], inputs["qas_lengths"]
-        else:
-            text, lengths = inputs["qns"], inputs["qns_lengths"]
-        out, _ = model(inputs["vid_feats"], text, lengths, vid_lengths=inputs.get("vid_lengths"))
+        texts, lengths = self._texts(inputs)
+        out, _ = model(inputs["vid_feats"], texts, lengths, vid_lengths=inputs.get("vid_lengths"),
+                       text=None if text is None else text["texts"])
         return ModelOutput(logits=out)

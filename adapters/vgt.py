@@ -658,6 +658,18 @@ class VGT(nn.Module):
         return attended.view(bsize, ans_n, xlen, -1).max(dim=1).values
 
     # ---- forward ------------------------------------------------------------------------------
+    def encode_text(self, question=None, answer=None) -> dict:
+        """The frame-independent part of :meth:`forward`, batch first: the candidates through the text
+        encoder (``answer_g`` (B, C, D), ``answer_w`` (B, C, L, D)) and, with ``Q > 0``, the question
+        (``question_g``, ``language``). A training step computes it once for all its views."""
+        text = {}
+        if answer is not None:
+            answer_g, answer_w = self.get_answer_embedding(answer)
+            text["answer_g"], text["answer_w"] = answer_g, answer_w.view(answer.shape[0], -1, *answer_w.shape[1:])
+        if self.Q != 0 and question is not None:
+            text["question_g"], text["language"] = self.amodel(question)
+        return text
+
     def forward(
         self,
         video,
@@ -669,6 +681,7 @@ class VGT(nn.Module):
         text_mask=None,
         max_seq_len=0,
         mode="vqa",
+        text=None,
     ):
         """``mode="vqa"``: with ``answer`` (B, C, L) candidate token ids -> (fusion_proj (B, D),
         answer_g (B, C, D)), logits = bmm(answer_g, fusion_proj[..., None]); without it (open-ended,
@@ -677,15 +690,20 @@ class VGT(nn.Module):
 
         video = (video_o (B, numc, numf, R, feat+5), video_f (B, numc, numf, feat)); ``video_mask``
         (B, numc), nonzero = a real clip (None: all); ``seq_len`` language lengths as the original
-        loader gives them (None: derived from the tokens); ``text_mask`` is accepted and unused.
+        loader gives them (None: derived from the tokens); ``text_mask`` is accepted and unused;
+        ``text`` optional, the :meth:`encode_text` of this question and these candidates.
         """
         if mode == "mlm":
             return self._mlm_loss(question, labels, max_seq_len)
         if mode != "vqa":
             raise ValueError(f"mode must be 'vqa' or 'mlm', got {mode!r}")
+        text = text or {}
 
         if answer is not None:
-            answer_g, answer_w = self.get_answer_embedding(answer)
+            if "answer_g" in text:
+                answer_g, answer_w = text["answer_g"], text["answer_w"].flatten(0, 1)
+            else:
+                answer_g, answer_w = self.get_answer_embedding(answer)
         elif self.answer_embeddings is not None:
             answer_g, answer_w = self.answer_embeddings
         else:
@@ -698,7 +716,7 @@ class VGT(nn.Module):
         if self.Q != 0:
             if question is None:
                 raise ValueError(f"VGT with Q={self.Q} reads the question tokens; question is None")
-            question_g, language = self.amodel(question)
+            question_g, language = (text["question_g"], text["language"]) if "language" in text else self.amodel(question)
             if language.shape[1] < self.Q:
                 language = F.pad(language, (0, 0, 0, self.Q - language.shape[1]))
             if seq_len is None:
@@ -835,14 +853,23 @@ class VGTAdapter(Adapter):
             x["seq_len"] = (tokens > 0).sum(dim=-1, keepdim=True) if self.open_ended else _padded_length(tokens)
         return x
 
-    def forward(self, model, inputs: dict) -> ModelOutput:
+    def encode_text(self, model, inputs: dict):
+        """The reference's text encodings (the original class computes them inside its forward)."""
+        core = _unwrap(model)
+        if not getattr(core, "honours_video_mask", False):
+            return None
+        x = self.fill_derived(inputs)
+        return core.encode_text(x.get("question"), None if self.open_ended else x["answer"])
+
+    def forward(self, model, inputs: dict, text=None) -> ModelOutput:
         x = self.fill_derived(inputs)
         core = _unwrap(model)
         video = (x["video_o"].contiguous(), x["video_f"].contiguous())  # the original .view()s them
+        shared = {} if text is None else {"text": text}
         if not self.open_ended:
             fusion_proj, answer_g = model(
                 video, x.get("question"), text_mask=x["text_mask"], video_mask=x["video_mask"],
-                answer=x["answer"], seq_len=x["seq_len"],
+                answer=x["answer"], seq_len=x["seq_len"], **shared,
             )
             logits = torch.bmm(answer_g, fusion_proj.unsqueeze(2)).squeeze(2)
             return ModelOutput(logits=logits, hypothesis=answer_g)
@@ -858,7 +885,7 @@ class VGTAdapter(Adapter):
             fields = {k: torch.cat([v, v]) for k, v in fields.items()}
         scores = model(
             (fields["video_o"], fields["video_f"]), fields["question"], text_mask=fields["text_mask"],
-            video_mask=fields["video_mask"], seq_len=fields["seq_len"],
+            video_mask=fields["video_mask"], seq_len=fields["seq_len"], **shared,
         )
         return ModelOutput(logits=scores[:1] if single else scores)
 

@@ -14,6 +14,9 @@ import torch
 
 from sparc.frames import one_frame_keep
 from sparc.outputs import FIELDS, ModelOutput
+from sparc.rows import select_rows
+
+_NOT_YET = object()
 
 
 class Step:
@@ -30,7 +33,8 @@ class Step:
     """
 
     def __init__(self, model, adapter, batch: dict, priors: Optional[torch.Tensor], answer: torch.Tensor,
-                 num_candidates: int, keep: Optional[torch.Tensor] = None, candidates_from: str = "the batch"):
+                 num_candidates: int, keep: Optional[torch.Tensor] = None, candidates_from: str = "the batch",
+                 share_text: bool = True):
         self.model = model
         self.adapter = adapter
         self.batch = batch
@@ -42,6 +46,8 @@ class Step:
         self.candidates_from = candidates_from
         self._keep = keep
         self._views: List[Tuple[Optional[torch.Tensor], ModelOutput]] = []
+        self.share_text = share_text
+        self._text = _NOT_YET
 
     # ---- selection ----------------------------------------------------------------------------
     @property
@@ -73,6 +79,16 @@ class Step:
         if candidates_from is not None:
             self.candidates_from = candidates_from
         self._views.clear()
+        self._text = _NOT_YET
+
+    # ---- the frame-independent work, shared by every view ------------------------------------------
+    @property
+    def text(self) -> Optional[dict]:
+        """The adapter's ``encode_text`` of this step's batch (question and candidate encodings),
+        computed once at the first view and reused by all; None where the adapter cannot split it."""
+        if self._text is _NOT_YET:
+            self._text = self.adapter.encode_text(self.model, self.batch) if self.share_text else None
+        return self._text
 
     # ---- views --------------------------------------------------------------------------------
     def _check_width(self, view: str, out: ModelOutput) -> ModelOutput:
@@ -123,7 +139,7 @@ class Step:
         if hit is not None:
             return hit
         if mask is None:
-            out = self.adapter.forward(self.model, self.batch)
+            out = self.adapter.forward_with_text(self.model, self.batch, self.text)
             out.frames = self.valid if out.frames is None else out.frames
             out = self._check_width("whole-video", out)
         else:
@@ -138,11 +154,11 @@ class Step:
         if not bool(partial.any()):
             return self.view(None)
         if bool(partial.all()):
-            out = self.adapter.forward_subset(self.model, self.batch, shown)
+            out = self.adapter.forward_subset(self.model, self.batch, shown, self.text)
             return self._check_width("subset", out)
         rows = torch.nonzero(partial).squeeze(1)
         sub = self._check_width("subset", self.adapter.forward_subset(
-            self.model, self.adapter.select_batch(self.batch, rows), shown[rows]))
+            self.model, self.adapter.select_batch(self.batch, rows), shown[rows], select_rows(self.text, rows)))
         whole = self.view(None)
         fields = {name: _put_rows(getattr(whole, name), getattr(sub, name), rows) for name in FIELDS}
         return ModelOutput(frames=shown, **fields)

@@ -205,7 +205,10 @@ class SparcModel(nn.Module):
         keep = None
         if self.frames is not None:  # from the clean batch, before any augmentation rewrites it
             keep = self.frames(SelectionInputs(batch, priors, answer, self.adapter.valid_frames(batch)))
-        step = Step(self.model, self.adapter, batch, priors, answer, num_candidates, keep, candidates_from)
+        # With techniques, several views share the frame-independent work; a plain wrap is the bare
+        # model's own training forward.
+        step = Step(self.model, self.adapter, batch, priors, answer, num_candidates, keep, candidates_from,
+                    share_text=len(self.techniques) > 0)
 
         for t in self.techniques:                      # phase 1
             if isinstance(t, Augmentation):

@@ -148,3 +148,67 @@ def test_two_augmentations_or_two_answer_owners_are_refused():
     sparc.wrap(MeanScorer(), toy_adapter(), [sparc.Mixup(), Chained()])    # declared: allowed
     with pytest.raises(ValueError, match="both take over the answer loss"):
         sparc.wrap(MeanScorer(), toy_adapter(), [sparc.TemporalGuidance(), sparc.TemporalGuidance(whole_ce_weight=1.0)])
+
+
+# ---- the text side, computed once per step ---------------------------------------------------------
+
+from test_adapter_contract import CASES  # noqa: E402  (tests/ is on sys.path)
+
+SPLIT = [c for c in CASES if c.name in ("hga-reference", "hme-reference", "memory-reference-mc", "memory-reference-oe",
+                                         "vgt-reference", "vgt-reference-open-ended")]
+
+
+def _views(case, share_text, mode):
+    """Whole, causal (varied kept counts) and one-frame views of one step and the gradients of their
+    sum, in float64 with the model in eval mode (no dropout draws to differ)."""
+    from sparc.contract import cast_floating, varied_keep
+
+    model = case.build_model(0).to(torch.float64).eval()
+    batch = cast_floating(case.make_batch(4, 5, 0), torch.float64)
+    adapter = case.adapter.with_subset_mode(mode)
+    keep = varied_keep(adapter.valid_frames(batch).cpu(), 0)
+    answer = torch.as_tensor(batch[adapter.answer_field])
+    step = sparc.Step(model, adapter, batch, None, answer, case.num_candidates, keep, share_text=share_text)
+    outs = [step.whole().logits, step.causal().logits, step.single(torch.tensor([0, 1, 2, 3]) % 5).logits]
+    sum(o.sum() for o in outs).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return outs, grads, step.text
+
+
+@pytest.mark.parametrize("case", SPLIT, ids=[c.name for c in SPLIT])
+def test_shared_text_work_gives_the_same_views_and_gradients(case):
+    """Computing the question/candidate encodings once for all views is exact: every view and every
+    gradient equals the step that re-encodes per view, in float64 to 1e-10 relative (rounding alone
+    leaves ~1e-15; a view that read another view's rows or frames would differ by far more)."""
+    for mode in dict.fromkeys([case.adapter.mode_for(case.build_model(0))] + list(case.modes)):
+        shared, shared_grads, text = _views(case, True, mode)
+        alone, alone_grads, none = _views(case, False, mode)
+        assert text is not None and none is None
+        for a, b in zip(shared, alone):
+            assert close64(a, b), (case.name, mode)
+        assert shared_grads.keys() == alone_grads.keys()
+        # one vector: a parameter whose gradient nearly cancels (1e-16) is judged on the model's scale
+        names = sorted(shared_grads)
+        assert close64(torch.cat([shared_grads[n].flatten() for n in names]),
+                       torch.cat([alone_grads[n].flatten() for n in names])), (case.name, mode)
+
+
+def test_the_text_encoder_runs_once_per_step_and_again_after_an_augmentation():
+    from test_wrap import small_hga
+
+    model = small_hga()
+    calls = []
+    model.qns_encoder.register_forward_hook(lambda *a: calls.append(1))
+    batch = {"vid_feats": torch.randn(3, 6, 8), "qas": torch.randn(3, 5, 4, 768),
+             "qas_lengths": torch.tensor([[4, 3, 4, 2, 4]] * 3), "answer": torch.tensor([0, 1, 2])}
+    priors = causal_priors(3, 6, 5, batch["answer"])
+    wrapped = sparc.wrap(model, sparc.adapters.HGAAdapter(), [sparc.TemporalGuidance(), sparc.SpatialDistillation()])
+    wrapped(batch, priors=priors).loss.backward()
+    assert len(calls) == 5                           # 5 candidates, once each, for three views
+    calls.clear()
+    tgm = sparc.TemporalGuidedMixup()                # concat: the mixed batch has 10 candidates
+    sparc.wrap(model, sparc.adapters.HGAAdapter(), [sparc.TemporalGuidance(), tgm])(batch, priors=priors)
+    assert len(calls) == 10
+    calls.clear()
+    sparc.wrap(model, sparc.adapters.HGAAdapter(), [])(batch)   # plain: the bare model's own forward
+    assert len(calls) == 5
