@@ -49,17 +49,19 @@ from sparc.frames import select_causal_frames
 
 from common import add_common_arguments, apply_threads  # benchmarks/ is the script's folder
 
-BACKBONES = ("hga", "vgt", "stage", "memory", "hme")
+from backbones import paper_backbones  # each benchmarks/backbones/<name>.py registers its paper size
+
+BACKBONES = paper_backbones()
 
 
 # ---------------------------------------------------------------------------------------- setup
 
 def load_backbone(args):
-    """(model, adapter, batch) at the backbone's paper size, from benchmarks/backbones/<name>.py."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    module = importlib.import_module(f"backbones.{args.backbone}")
+    """(model, adapter, batch) at the backbone's paper size, registered by benchmarks/backbones/<name>.py."""
+    from sparc.backbones import BACKBONES as registry
+
     kwargs = {"frames": args.frames} if args.frames else {}
-    return module.paper_size(args.batch_size, seed=args.seed, **kwargs)
+    return registry.get(args.backbone, "paper")(args.batch_size, seed=args.seed, **kwargs)
 
 
 def make_priors(answer: torch.Tensor, T: int, C: int, kept: float, gen: torch.Generator) -> torch.Tensor:

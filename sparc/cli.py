@@ -7,10 +7,6 @@ import os
 import sys
 from typing import Callable, List, Optional
 
-# Kept here (not imported from sparc.demo_backbones) so that --help stays instant.
-BACKBONE_NAMES = ("hga", "vgt", "stage", "memory", "hme")
-
-
 def _demo(args) -> int:
     from sparc.demo import DemoSettings, run_demo
 
@@ -178,6 +174,8 @@ def _add_prior_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sparc.backbones import BACKBONES  # imports no model code
+
     parser = argparse.ArgumentParser(prog="sparc", description="Training-time guidance for video question answering.",
                                      allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
@@ -192,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "'+T+S+TGM' '+T+S+mixup' '+T+S detach' '+T+S detach+whole-CE')")
     demo.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED", help="seeds (default: 0 1 2)")
     demo.add_argument("--epochs", type=_positive_int, default=None, metavar="N", help="training epochs (default: 10; VGT 8)")
-    demo.add_argument("--backbone", default="hga", choices=BACKBONE_NAMES,
+    demo.add_argument("--backbone", default="hga", choices=BACKBONES.names("demo"),
                       help="the video-QA model to train (default: hga)")
     demo.set_defaults(func=_demo)
 

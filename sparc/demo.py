@@ -82,7 +82,7 @@ class DemoSettings:
 
     @classmethod
     def make(cls, quick: bool, backbone: str = "hga", **overrides) -> "DemoSettings":
-        from sparc.demo_backbones import get_backbone
+        from sparc.backbones import BACKBONES
 
         if os.environ.get(TINY_ENV, "") not in ("", "0"):
             settings = cls(seeds=(0,), configs=("plain", "+T+S"), epochs=1, train_size=128, test_size=64,
@@ -92,7 +92,7 @@ class DemoSettings:
                            test_size=500, teacher_size=1000, teacher_epochs=3, quick=True)
         else:
             settings = cls()
-        backbone_overrides = dict(get_backbone(backbone).settings)
+        backbone_overrides = dict(BACKBONES.get(backbone, "demo").settings)
         if settings.quick:  # a quick run keeps its smaller budget
             backbone_overrides = {k: v for k, v in backbone_overrides.items()
                                   if k not in ("epochs", "train_size", "test_size", "seeds")}
@@ -109,9 +109,9 @@ class DemoSettings:
 
     @property
     def title(self) -> str:
-        from sparc.demo_backbones import get_backbone
+        from sparc.backbones import BACKBONES
 
-        return get_backbone(self.backbone).title
+        return BACKBONES.get(self.backbone).title
 
     def describe(self) -> str:
         seeds = f"{len(self.seeds)} seed{'s' if len(self.seeds) > 1 else ''}"
@@ -121,13 +121,9 @@ class DemoSettings:
 
 def build_techniques(names, threshold: float):
     """The techniques of one config: ``names`` is a config label (a key of :data:`CONFIGS`) or a list
-    of ``(technique, kwargs)`` pairs / technique names ("T", "S", "TGM", "mixup")."""
-    import sparc
+    of ``(technique, kwargs)`` pairs / technique names (:data:`sparc.technique_names.TECHNIQUES`)."""
+    from sparc.technique_names import TECHNIQUES
 
-    makers = {"T": lambda **kw: sparc.TemporalGuidance(threshold=threshold, **kw),
-              "S": lambda **kw: sparc.SpatialDistillation(**kw),
-              "TGM": lambda **kw: sparc.TemporalGuidedMixup(alpha=0.1, beta=0.1, **kw),
-              "mixup": lambda **kw: sparc.Mixup(alpha=0.1, beta=0.1, **kw)}
     if isinstance(names, str):
         if names not in CONFIGS:
             raise ValueError(f"unknown demo config {names!r}; choose from {list(CONFIGS)}")
@@ -135,9 +131,7 @@ def build_techniques(names, threshold: float):
     made = []
     for item in names:
         name, kwargs = (item, {}) if isinstance(item, str) else item
-        if name not in makers:
-            raise ValueError(f"unknown technique {name!r}; choose from {list(makers)}")
-        made.append(makers[name](**kwargs))
+        made.append(TECHNIQUES.get(name, "build")(threshold, **kwargs))
     return made
 
 
@@ -243,10 +237,10 @@ def baselines(store, split) -> Dict[str, Dict[str, float]]:
 
 def run_config(bench, label: str, seed: int, settings: DemoSettings, priors) -> Dict:
     import sparc
-    from sparc.demo_backbones import get_backbone
+    from sparc.backbones import BACKBONES
     from sparc.train import TrainConfig, train
 
-    backbone = get_backbone(settings.backbone)
+    backbone = BACKBONES.get(settings.backbone, "demo")
     torch.manual_seed(seed)
     model = backbone.build(bench, settings.hidden)
     wrapped = sparc.wrap(model, backbone.adapter(), build_techniques(label, settings.threshold))
@@ -424,11 +418,11 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
     """Run the ablation with ``backbone`` and write ``results.json`` and ``sparc-demo.png`` (with
     matplotlib) to ``output_dir``. ``settings`` overrides the full / quick presets."""
     from sparc.data.synthetic import SyntheticBenchmark, SyntheticConfig
-    from sparc.demo_backbones import get_backbone
+    from sparc.backbones import BACKBONES
 
     start = time.time()
     settings = settings or DemoSettings.make(quick, backbone)
-    spec = get_backbone(settings.backbone)
+    spec = BACKBONES.get(settings.backbone, "demo")
     os.makedirs(output_dir, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: more threads would only fight the workers for the cores
@@ -442,7 +436,7 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
         c = bench.config
         log(f"synthetic benchmark: {settings.train_size} train / {settings.test_size} test questions, "
             f"{c.num_frames} frames of two subject-action pairs, {c.num_candidates} candidates, {c.num_subjects} "
-            f"subjects and {c.num_bystanders} bystanders, {c.num_actions} actions; backbone {spec.title}")
+            f"subjects and {c.num_bystanders} bystanders, {c.num_actions} actions; backbone {settings.title}")
         if spec.views:
             for split in ("train", "test"):
                 bench.views(split)  # drawn once here, shared by the forked workers

@@ -16,13 +16,13 @@ multiply in another order, so a reproduction is judged against float32 rounding 
 scale, not against a fixed number.
 
 Builders are registered per config ``"model"`` name in :data:`FIXTURE_BUILDERS` (see
-:func:`register_fixture_builder`); adapters are imported inside each builder so that importing
-this module stays light.
+:func:`register_fixture_builder`): each backbone's file in :mod:`sparc.backbones` names the fixtures
+it rebuilds, and the teacher's is ALBEF's. Adapters are imported inside each builder so that
+importing this module stays light.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +31,19 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 import torch
 from torch import nn
 
+from sparc.recorded_calls import Name, check_callee, parse_call
+
 __all__ = [
     "EPS32",
     "FIXTURE_BUILDERS",
     "FLOAT32_K",
+    "Name",
     "OriginalFixture",
     "assert_float32_close",
+    "check_callee",
     "float32_tolerance",
     "original_fixture",
+    "parse_call",
     "register_fixture_builder",
 ]
 
@@ -179,87 +184,23 @@ def original_fixture(folder) -> OriginalFixture:
     )
 
 
-# --------------------------------------------------------------------------- config parsing
+# --------------------------------------------------------------------------- the builders
+# Each backbone's file in sparc.backbones names the fixtures it rebuilds (its ``fixtures`` role); the
+# teacher's is ALBEF's. The model code is imported only when such a fixture is opened.
 
 
-class _Name(str):
-    """A bare identifier in a recorded constructor call (``vid_encoder``, ``cpu``)."""
+def _register_known_builders() -> None:
+    from sparc.backbones import BACKBONES
+    from sparc.backbones.base import lazy_call
+
+    for name in BACKBONES.names("fixtures"):
+        for model, builder in BACKBONES.get(name, "fixtures").items():
+            register_fixture_builder(model)(builder)
+    register_fixture_builder("ALBEF-VQA")(lazy_call("sparc.teachers.albef", "fixture_model"))
 
 
-def _parse_call(source: str) -> Tuple[str, list, Dict[str, Any]]:
-    """Parse a recorded call such as ``"EncoderRNN.EncoderVidHGA(dim_vid=4096, rnn_cell='gru')"``
-    into (callee, args, kwargs). Arguments must be literals or bare names (returned as
-    :class:`_Name`); nothing is evaluated."""
-    node = ast.parse(source.strip(), mode="eval").body
-    if not isinstance(node, ast.Call):
-        raise ValueError(f"not a constructor call: {source!r}")
+_register_known_builders()
 
-    def value(arg: ast.expr):
-        if isinstance(arg, ast.Name):
-            return _Name(arg.id)
-        return ast.literal_eval(arg)
-
-    args = [value(a) for a in node.args]
-    kwargs = {kw.arg: value(kw.value) for kw in node.keywords if kw.arg is not None}
-    return ast.unparse(node.func), args, kwargs
-
-
-def _check_callee(callee: str, expected: str) -> None:
-    if callee.split(".")[-1] != expected:
-        raise ValueError(f"config.json builds {callee!r}; expected {expected}")
-
-
-# --------------------------------------------------------------------------- HGA
-
-
-@register_fixture_builder("HGA")
-def _build_hga(config: Dict[str, Any]):
-    from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA
-
-    dims = config.get("dims", {})
-    ctor = config.get("constructor", {})
-    if "vid_encoder" in ctor:
-        callee, args, kwargs = _parse_call(ctor["vid_encoder"])
-        _check_callee(callee, "EncoderVidHGA")
-        vid_encoder = EncoderVidHGA(*args, **kwargs)
-    else:
-        vid_encoder = EncoderVidHGA(dims["vid_dim"], dims["hidden_dim"])
-    if "qns_encoder" in ctor:
-        callee, args, kwargs = _parse_call(ctor["qns_encoder"])
-        _check_callee(callee, "EncoderQns")
-        qns_encoder = EncoderQns(*args, **kwargs)
-    else:
-        qns_encoder = EncoderQns(
-            dims["word_dim"], dims["hidden_dim"], dims.get("vocab_size", 4000), None, True
-        )
-    if "model" in ctor:
-        _check_callee(_parse_call(ctor["model"])[0], "HGA")
-    block_kwargs = ctor.get("block_fusion_overrides", dims.get("block"))
-    model = HGA(vid_encoder, qns_encoder, torch.device("cpu"), block_kwargs=block_kwargs)
-
-    def run(model, inputs):
-        out, predict_idx = model(inputs["vid_feats"], inputs["qas"], inputs["qas_lengths"])
-        # The reference model fixes the original's co-attention masks, so it reproduces the
-        # fixture's run with length masks ("*_intended_masks"), not the original's `out`.
-        return {"out_intended_masks": out, "predict_idx_intended_masks": predict_idx}
-
-    return model, run
-
-
-# --------------------------------------------------------------------------- VGT, STAGE, HME, ALBEF
-# Each reference module builds its own model from the fixture's config (``fixture_model``); the
-# import happens only when such a fixture is opened.
-
-
-def _lazy_builder(module: str) -> BuilderFn:
-    def build(config: Dict[str, Any]):
-        import importlib
-
-        return importlib.import_module(module).fixture_model(config)
-
-    return build
-
-
-for _model, _module in (("VGT", "sparc.adapters.vgt"), ("STAGE", "sparc.adapters.stage"), ("HME", "sparc.adapters.hme"),
-                        ("ALBEF-VQA", "sparc.teachers.albef")):
-    register_fixture_builder(_model)(_lazy_builder(_module))
+# The recorded-call readers, public in sparc.recorded_calls; the private names are what
+# adapters/hme.py and adapters/vgt.py still import (to be removed once they use the public ones).
+_Name, _parse_call, _check_callee = Name, parse_call, check_callee

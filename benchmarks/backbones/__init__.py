@@ -1,7 +1,21 @@
 """Each module builds one backbone at its paper's size: ``paper_size(batch_size, ...) -> (model,
-adapter, batch)`` with random features, used by ``benchmarks/step_overhead.py --backbone``."""
+adapter, batch)`` with random features, and registers it as that backbone's ``paper`` size in
+``sparc.backbones.BACKBONES``; ``benchmarks/step_overhead.py --backbone`` offers every one of them."""
+
+import importlib
+import pkgutil
+from typing import Tuple
 
 import torch
+
+
+def paper_backbones() -> Tuple[str, ...]:
+    """Import every module of this folder (each registers its paper size); the backbones that have one."""
+    from sparc.backbones import BACKBONES
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+    return BACKBONES.names("paper")
 
 
 def random_qa_batch(batch_size: int, frames: int, vid_dim: int, max_len: int, min_len: int, gen: torch.Generator,

@@ -7,6 +7,7 @@ import torch
 from backbones import random_qa_batch
 
 from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA, HGAAdapter
+from sparc.backbones import BACKBONES
 
 FRAMES = 16
 
@@ -21,3 +22,6 @@ def paper_size(batch_size: int, frames: int = FRAMES, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     batch = random_qa_batch(batch_size, frames, 4096, 37, 20, gen)
     return model, HGAAdapter(), batch
+
+
+BACKBONES.register("hga", paper=paper_size)

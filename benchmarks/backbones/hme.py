@@ -10,6 +10,7 @@ from backbones import random_qa_batch
 
 from sparc.adapters.hme import HME, EncoderQns, EncoderVidCoMem
 from sparc.adapters.memory import MemoryAdapter
+from sparc.backbones import BACKBONES
 
 FRAMES = 16
 MAX_QA_LEN = 37
@@ -28,3 +29,6 @@ def paper_size(batch_size: int, frames: int = FRAMES, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     batch = random_qa_batch(batch_size, frames, 4096, MAX_QA_LEN, 20, gen)
     return model, MemoryAdapter(), batch
+
+
+BACKBONES.register("hme", paper=paper_size)

@@ -12,6 +12,7 @@ import torch
 from backbones import random_qa_batch
 
 from sparc.adapters.memory import MemoryAdapter, MemoryAttention
+from sparc.backbones import BACKBONES
 
 FRAMES = 35            # TGIF-QA; MSVD-QA uses 20
 APPEARANCE, MOTION = 2048, 4096
@@ -57,3 +58,6 @@ def paper_size_open_ended(batch_size: int, frames: int = 20, num_answers: int = 
         "answer": torch.randint(0, num_answers, (batch_size,), generator=gen),
     }
     return model, MemoryAdapter(open_ended=True, num_answers=num_answers), batch
+
+
+BACKBONES.register("memory", paper=paper_size)

@@ -12,6 +12,7 @@ per frame as BERT token features (768-d), at most 50 tokens (``max_sub_l``); 5 h
 import torch
 
 from sparc.adapters.stage import STAGE, STAGEAdapter, stage_opt
+from sparc.backbones import BACKBONES
 
 FRAMES = 50
 REGIONS = 20
@@ -52,3 +53,6 @@ def paper_size(batch_size: int, frames: int = FRAMES, seed: int = 0):
         "answer": torch.randint(0, C, (B,), generator=gen),
     }
     return model, STAGEAdapter(), batch
+
+
+BACKBONES.register("stage", paper=paper_size)

@@ -11,6 +11,7 @@ longest; ``seq_len`` each sample's own padded width, as the original loader make
 import torch
 
 from sparc.adapters.vgt import VGT, VGTAdapter
+from sparc.backbones import BACKBONES
 
 CLIPS, FRAMES_PER_CLIP, REGIONS = 8, 4, 5
 FEATURE_DIM = 2048
@@ -61,3 +62,6 @@ def paper_size(batch_size: int, clips: int = CLIPS, seed: int = 0):
     token ids, seq_len (B, 5), video_len (B,), question (B, 1), answer_id (B,), question_id / qid.
     The adapter's temporal axis is the clip axis (8); its label field is ``answer_id``."""
     return build_model(seed), VGTAdapter(), make_batch(batch_size, clips, seed)
+
+
+BACKBONES.register("vgt", paper=paper_size)
