@@ -31,6 +31,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from sparc.teachers.synthetic import (FINETUNE_EPOCHS, FINETUNE_LR, PRETRAIN_EPOCHS, teacher_frames,
+                                     train_synthetic_teacher)
+
 # Every config of the ablation: a label and the techniques it wraps, each (name, keyword arguments).
 # "T" is SpARC's temporal guidance (guided CE + consistency KL), "S" spatial distillation, "TGM"
 # temporal-guided mixup, "mixup" vanilla mixup (SpARC Table 7's "normal"). The paper's objective is
@@ -72,9 +75,9 @@ class DemoSettings:
     train_size: int = 3000
     test_size: int = 1000
     teacher_size: int = 2000
-    teacher_pretrain_epochs: int = 8     # image-QA training on the answer frames (ALBEF arrives as a VQA model)
-    teacher_epochs: int = 4              # SpARC A.1: every frame of a video, labelled with its question's answer
-    teacher_lr: float = 2e-4             # fine-tuning rate (the image-QA stage uses train_frame_teacher's 2e-3)
+    teacher_pretrain_epochs: int = PRETRAIN_EPOCHS   # see sparc.teachers.synthetic
+    teacher_epochs: int = FINETUNE_EPOCHS
+    teacher_lr: float = FINETUNE_LR
     workers: int = 2
     quick: bool = False
     backbone: str = "hga"
@@ -138,35 +141,10 @@ def build_techniques(names, threshold: float):
 # ---- the teacher ------------------------------------------------------------------------------------
 
 def train_teacher(bench, settings: DemoSettings, log):
-    """The image-QA teacher, trained only on the teacher split (it never sees a train or test label).
-    ALBEF arrives as a VQA model, so the teacher is first trained as one: on single frames that show the
-    asked subject doing the answer. Then it is fine-tuned as SpARC A.1 fine-tunes ALBEF: on frames sampled
-    uniformly from each video (here all T of them), each labelled with its question's answer whether or
-    not it shows it, so that it learns to be unsure on frames without the evidence (its "nothing here"
-    region) instead of naming the action it sees."""
-    from sparc.teachers.frame_qa import FrameQATeacher, train_frame_teacher
-
-    split = bench.splits["teacher"]
-    questions, candidates = bench.teacher_inputs("teacher")
-    torch.manual_seed(0)
-    pairs = split.images.shape[2]
-    teacher = FrameQATeacher(bench.config.feature_dim * pairs, bench.config.word_dim, num_slots=pairs)
-    frames, answer = teacher_frames(split), torch.from_numpy(split.answer)
-    vqa = train_frame_teacher(teacher, frames, questions, candidates, answer,
-                              frame_mask=torch.from_numpy(split.causal), epochs=settings.teacher_pretrain_epochs)
-    a1 = train_frame_teacher(teacher, frames, questions, candidates, answer, epochs=settings.teacher_epochs,
-                             lr=settings.teacher_lr, seed=1)
-    log(f"teacher: image-QA training on the {int(split.causal.sum())} answer frames of {len(split)} teacher-split "
-        f"videos (loss {vqa[0]:.2f} -> {vqa[-1]:.2f}), then SpARC A.1 fine-tuning on all "
-        f"{split.vid_feats.shape[0] * split.vid_feats.shape[1]} of their frames, each labelled with its "
-        f"question's answer (loss {a1[0]:.2f} -> {a1[-1]:.2f})")
-    return teacher
-
-
-def teacher_frames(split) -> torch.Tensor:
-    """What the image model reads of each frame: its regions (one per pair), concatenated ``[N, T, P*D]``,
-    as ALBEF reads an image's patches (its question attends over them)."""
-    return torch.from_numpy(split.images).flatten(2)
+    """The synthetic benchmark's teacher (:func:`sparc.teachers.synthetic.train_synthetic_teacher`) at the
+    settings' budget."""
+    return train_synthetic_teacher(bench, settings.teacher_pretrain_epochs, settings.teacher_epochs,
+                                   settings.teacher_lr, log)
 
 
 def extract_split_priors(bench, teacher, split_name: str, path: str):

@@ -18,8 +18,9 @@ Layering: pure functions at the bottom, thin drivers on top.
   one call;
 * :func:`store_misfocus` - the same selection read from two :class:`~sparc.priors.PriorStore` s, one
   extracted from the original questions and one from the swapped ones (keyed by the same qids);
-* :func:`synthetic_misfocus` - the embedded synthetic benchmark with the demo's teacher (see below);
-* :func:`add_subcommand` - registers ``diagnose-misfocus`` on a ``sparc`` sub-parser.
+* :func:`synthetic_misfocus` - the embedded synthetic benchmark with the demo's teacher (see below).
+
+``sparc diagnose-misfocus`` (:mod:`sparc.cli.misfocus`) runs the drivers.
 
 Conventions, where the paper is silent:
 
@@ -43,16 +44,19 @@ Conventions, where the paper is silent:
 
 from __future__ import annotations
 
-import json
 import re
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from sparc.teachers.synthetic import FINETUNE_EPOCHS, FINETUNE_LR, PRETRAIN_EPOCHS
+
 __all__ = [
     "swap_before_after", "selection_from_scores", "misfocus_summary", "attention_misfocus",
-    "teacher_misfocus", "store_misfocus", "synthetic_misfocus", "swap_order_tokens", "format_misfocus_table", "add_subcommand",
+    "teacher_misfocus", "store_misfocus", "synthetic_misfocus", "SyntheticSettings", "swap_order_tokens",
+    "format_misfocus_table",
     "BEFORE_AFTER_EDIT", "SUBJECT_EDIT", "ORDER_EDIT", "SYNTHETIC_EDITS", "ALL_GROUP",
 ]
 
@@ -363,14 +367,28 @@ def swap_order_tokens(bench, tokens: torch.Tensor) -> torch.Tensor:
     return torch.where(tokens == first, last, torch.where(tokens == last, first, tokens))
 
 
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """The benchmark sizes and the teacher's budget of :func:`synthetic_misfocus` (the fields of
+    :class:`sparc.demo.DemoSettings` it reads, so a DemoSettings serves as well)."""
+
+    teacher_size: int = 2000
+    train_size: int = 2048
+    test_size: int = 500
+    threshold: float = 0.5
+    teacher_pretrain_epochs: int = PRETRAIN_EPOCHS
+    teacher_epochs: int = FINETUNE_EPOCHS
+    teacher_lr: float = FINETUNE_LR
+
+
 def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[float] = None, empty: str = "all",
                        top_k: Optional[int] = None, limit: Optional[int] = None, log=None,
                        edit: str = "order") -> Dict[str, Any]:
     """The diagnostic on the embedded synthetic benchmark with the demo's teacher.
 
-    The teacher is :class:`~sparc.teachers.frame_qa.FrameQATeacher` trained as
-    :func:`sparc.demo.train_teacher` does (``settings``: a :class:`~sparc.demo.DemoSettings`, default
-    the quick preset). ``edit``: ``"order"`` swaps "first" and "last" in the temporal questions
+    The teacher is :class:`~sparc.teachers.frame_qa.FrameQATeacher` trained as the demo trains it
+    (:func:`sparc.teachers.synthetic.train_synthetic_teacher`; ``settings``: a :class:`SyntheticSettings`
+    or a :class:`~sparc.demo.DemoSettings`, default ``SyntheticSettings()``). ``edit``: ``"order"`` swaps "first" and "last" in the temporal questions
     (``ORDER_EDIT``; the others are not used), grouped by the original word; ``"subject"`` replaces the
     asked subject by the video's other one in every question (``SUBJECT_EDIT``), grouped by subject. The
     edited questions' teacher inputs are the edited token ids through ``bench.qa_features``, the
@@ -381,15 +399,16 @@ def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[f
     or under ``order`` where the subject does its other action.
     """
     from sparc.data.synthetic import QUESTION_LENGTH, SyntheticBenchmark, SyntheticConfig
-    from sparc.demo import DemoSettings, teacher_frames, train_teacher
+    from sparc.teachers.synthetic import teacher_frames, train_synthetic_teacher
 
     log = log or (lambda *_: None)
-    settings = settings or DemoSettings(seeds=(0,), epochs=3, train_size=2048, test_size=500, quick=True)
+    settings = settings or SyntheticSettings()
     threshold = settings.threshold if threshold is None else float(threshold)
     _check_selection_args(threshold, empty, top_k)
     sizes = {"teacher": settings.teacher_size, split: settings.test_size if split == "test" else settings.train_size}
     bench = SyntheticBenchmark(SyntheticConfig(sizes=sizes))
-    teacher = train_teacher(bench, settings, log)
+    teacher = train_synthetic_teacher(bench, settings.teacher_pretrain_epochs, settings.teacher_epochs,
+                                      settings.teacher_lr, log)
     data = bench.splits[split]
     if edit not in SYNTHETIC_EDITS:
         raise ValueError(f"edit must be one of {SYNTHETIC_EDITS}, got {edit!r}")
@@ -444,7 +463,7 @@ def synthetic_misfocus(settings=None, split: str = "test", threshold: Optional[f
             "reference": reference, "per_question": per_q}
 
 
-# ==== presentation and command line =================================================================
+# ==== presentation ==================================================================================
 
 
 def format_misfocus_table(result: Dict[str, Any]) -> str:
@@ -476,98 +495,3 @@ def format_misfocus_table(result: Dict[str, Any]) -> str:
     if result.get("reference"):
         out.append("(ground truth: the true causal frames of the original and the swapped question)")
     return "\n".join(out)
-
-
-def _run(args) -> int:
-    # Expected errors (a missing file, a bad value) become one line through report_errors (add_subcommand).
-    result = _dispatch(args)
-    print(format_misfocus_table(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def _dispatch(args) -> Dict[str, Any]:
-    common = {"empty": args.empty, "top_k": args.top_k}
-    if args.synthetic:
-        if args.store or args.swapped_store or args.questions or args.frames:
-            raise ValueError("--synthetic takes none of --questions, --frames, --store, --swapped-store")
-        return synthetic_misfocus(threshold=args.threshold, limit=args.limit, edit=args.synthetic_edit, **common)
-    if args.questions is None:
-        raise ValueError("give --questions FILE (with --frames, --checkpoint and --tokenizer, or with --store and "
-                         "--swapped-store), or --synthetic")
-    from sparc.teachers.load import questions_from_args
-
-    questions = questions_from_args(args)
-    if args.limit is not None:
-        questions = questions[:args.limit]
-    threshold = 0.5 if args.threshold is None else args.threshold
-    if args.store or args.swapped_store:
-        if not (args.store and args.swapped_store):
-            raise ValueError("store mode needs both --store and --swapped-store")
-        if args.frames:
-            raise ValueError("give either --frames (teacher mode) or --store/--swapped-store (store mode), not both")
-        from sparc.priors import PriorStore
-
-        by = args.by or default_group(questions)
-        return store_misfocus(PriorStore.open(args.store), PriorStore.open(args.swapped_store), questions,
-                              threshold, by=by, **common)
-    if args.frames is None:
-        raise ValueError("teacher mode needs --frames ROOT (or give --store and --swapped-store)")
-    from sparc.teachers.load import frame_source_from_args, teacher_from_args
-
-    by = args.by or default_group(questions)
-    source = frame_source_from_args(args)
-    teacher = teacher_from_args(args)
-    return teacher_misfocus(teacher, source, questions, threshold, by=by, progress=args.progress, **common)
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive int, got {text}")
-    return value
-
-
-def add_subcommand(sub) -> None:
-    """Register ``diagnose-misfocus`` on ``sub`` (the ``sparc`` parser's sub-parsers)."""
-    from sparc.cli import report_errors
-
-    p = sub.add_parser(
-        "diagnose-misfocus", allow_abbrev=False,
-        help="how often the selected causal frames survive swapping 'before'/'after' (SpARC 4.1.1)",
-        description="Swap 'before' and 'after' in the questions that contain them and report how often the "
-                    "selected causal frames stay identical (SpARC 4.1.1). Modes: teacher (--questions --frames "
-                    "--checkpoint --tokenizer), stores (--questions --store --swapped-store), --synthetic (the embedded "
-                    "benchmark; there the edit swaps 'first' and 'last', or with --synthetic-edit subject the asked "
-                    "subject).")
-    from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
-
-    add_frame_arguments(p, required=False)   # teacher and store modes; --synthetic needs none
-    add_teacher_arguments(p)
-    p.add_argument("--store", default=None, metavar="DIR", help="store mode: priors of the original questions")
-    p.add_argument("--swapped-store", default=None, metavar="DIR",
-                   help="store mode: priors of the swapped questions, same qids")
-    p.add_argument("--synthetic", action="store_true",
-                   help="the embedded synthetic benchmark with the demo's teacher")
-    p.add_argument("--synthetic-edit", default="order", choices=SYNTHETIC_EDITS,
-                   help="--synthetic: swap 'first' and 'last' in the temporal questions (default), or the asked "
-                        "subject for the video's other one in every question")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="keep frames with P[t, answer] > threshold (default: 0.5)")
-    p.add_argument("--top-k", type=_positive_int, default=None, metavar="K",
-                   help="keep the K frames with the highest P[t, answer] instead of thresholding")
-    p.add_argument("--empty", default="all", choices=("all", "top1", "skip"),
-                   help="a question with no frame above the threshold keeps: all frames (default, as training), "
-                        "its best frame, or none")
-    p.add_argument("--by", default=None, metavar="FIELD",
-                   help="question field to group by (default: 'type' when every question has one)")
-    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="use the first N questions only")
-    p.add_argument("--progress", action="store_true", help="show a progress bar (teacher mode)")
-    p.add_argument("--json", default=None, metavar="OUT", help="also write the result (with per-question records) here")
-    p.set_defaults(func=report_errors("diagnose-misfocus", _run))

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from sparc.data.questions import read_questions
-from sparc.misfocus import (ALL_GROUP, ORDER_EDIT, SUBJECT_EDIT, add_subcommand, attention_misfocus, format_misfocus_table,
+from sparc.cli.misfocus import add_subcommands
+from sparc.misfocus import (ALL_GROUP, ORDER_EDIT, SUBJECT_EDIT, attention_misfocus, format_misfocus_table,
                             misfocus_summary, selection_from_scores, store_misfocus, swap_before_after,
                             swap_order_tokens, swap_subject_tokens, synthetic_misfocus, teacher_misfocus)
 from sparc.priors import PriorStore
@@ -284,7 +285,7 @@ def test_synthetic_mode_subject_edit():
 
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="sparc")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["diagnose-misfocus", *argv])
     return args.func(args)
 

@@ -5,12 +5,12 @@ import argparse
 import pytest
 import torch
 
+from sparc.cli.teachers import add_subcommands
 from sparc.data.frames import FrameSource
 from sparc.data.questions import VideoQuestion, read_questions
 from sparc.teachers.finetune import (
     FINETUNED_NAME,
     _CrossModal,
-    add_subcommand,
     answer_lm_loss,
     encode_question_finetune,
     epoch_plan,
@@ -160,7 +160,7 @@ def test_kill_and_resume_gives_the_uninterrupted_weights_and_saved_file_loads_st
 
 def _parser():
     parser = argparse.ArgumentParser(prog="sparc")
-    add_subcommand(parser.add_subparsers(dest="command", required=True))
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

@@ -1,5 +1,5 @@
 """Run an image-QA teacher over every (frame, question) of a dataset and write the probabilities to a
-:class:`~sparc.priors.store.PriorStore` (``sparc extract-priors``).
+:class:`~sparc.priors.store.PriorStore` (``sparc extract-priors``: :mod:`sparc.cli.priors`).
 
 How the work is cut (DESIGN "Performance rules"):
 
@@ -339,88 +339,3 @@ def _record_skipped(path, groups, frame_source, skipped_here, skipped_before) ->
     skipped = {v: [q.qid for q in groups[v]] for v in unstored if v in lacking}
     if skipped or SKIPPED_KEY in store.metadata:
         update_metadata(path, {SKIPPED_KEY: skipped or None})
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def add_subcommand(sub) -> None:
-    """Register ``sparc extract-priors``."""
-    from sparc.cli import report_errors
-    from sparc.teachers.load import add_frame_arguments, add_teacher_arguments
-
-    p = sub.add_parser("extract-priors", allow_abbrev=False,
-                       help="score every (frame, question) of a dataset with the image-QA teacher into a prior store "
-                            "(resumable; accelerate launch splits videos)")
-    add_frame_arguments(p)
-    add_teacher_arguments(p)
-    p.add_argument("--out", required=True, metavar="STORE", help="prior store directory to write (or resume)")
-    p.add_argument("--answers-from", default=None, metavar="TRAIN_FILE",
-                   help="open-ended datasets: candidates = answers occurring more than once in this train file")
-    p.add_argument("--min-answer-count", type=int, default=2, metavar="N",
-                   help="with --answers-from: keep answers seen at least N times (default 2, SpARC 3.1)")
-    p.add_argument("--scoring", default="sum", choices=("sum", "mean", "albef_rank"),
-                   help="candidate score: summed log-likelihood (default), length-normalised, or ALBEF's rank_answer")
-    p.add_argument("--rank-k", type=int, default=None, metavar="K", help="albef_rank: decode only the K candidates with the most likely first token per (question, "
-                        "frame), as ALBEF's rank_answer (128 there); the others get probability 0")
-    p.add_argument("--dtype", default="float16", choices=("float16", "float32"),
-                   help="storage precision (default float16: half the disk, 3 significant digits)")
-    p.add_argument("--videos-per-shard", type=int, default=256, metavar="N", help="videos per store shard (default 256)")
-    p.add_argument("--num-workers", type=int, default=2, metavar="N", help="frame-decoding workers (default 2)")
-    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available; per process under accelerate)")
-    p.add_argument("--no-bf16", action="store_true", help="on CUDA, run the teacher in float32 instead of bf16 autocast")
-    p.add_argument("--frame-chunk", type=int, default=64, metavar="N", help="frames per vision pass (memory only)")
-    p.add_argument("--max-videos", type=int, default=None, metavar="N", help="stop after N videos (smoke runs)")
-    p.add_argument("--skip-missing", action="store_true",
-                   help="skip videos without frames under --frames (listed with their qids in the store's metadata, "
-                        "skipped_videos) instead of stopping with an error")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=report_errors("extract-priors", _run))
-
-
-def _device(requested: Optional[str]) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _run(args) -> int:
-    import sys
-
-    from sparc.data.questions import group_by_video, open_answer_set
-    from sparc.teachers.load import frame_source_from_args, questions_from_args, teacher_from_args
-
-    questions = questions_from_args(args)
-    answers = None
-    if args.answers_from:
-        answers = open_answer_set(questions_from_args(args, "--answers-from"), args.min_answer_count)
-        if not answers:
-            raise ValueError(f"{args.answers_from}: no answer occurs {args.min_answer_count} times (field: answer)")
-    frames = frame_source_from_args(args)
-    # Before the teacher is loaded (a minute for the full ALBEF): a missing video fails now.
-    groups = group_by_video(questions)
-    if not args.skip_missing:
-        check_no_missing(missing_videos(frames, groups, unstored_videos(groups, args.out)), groups)
-    kwargs = {"frame_chunk": args.frame_chunk, "device": _device(args.device)}
-    if getattr(args, "teacher", "albef") == "albef":
-        kwargs.update(scoring=args.scoring, rank_k=args.rank_k)
-    elif args.scoring != "sum":
-        kwargs["length_normalize"] = args.scoring == "mean"
-    teacher = teacher_from_args(args, **kwargs)
-    meta = {"teacher": getattr(args, "teacher", "albef"), "checkpoint": os.path.basename(args.checkpoint or ""),
-            "scoring": args.scoring, "num_frames": args.num_frames, "clips": args.clips,
-            "questions": os.path.basename(args.questions)}
-    stats = extract_dataset_priors(teacher, questions, frames, args.out, answer_set=answers,
-                                   num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
-                                   dtype=args.dtype, metadata=meta, progress=not args.no_progress,
-                                   bf16=not args.no_bf16, max_videos=args.max_videos, skip_missing=args.skip_missing)
-    print(f"{stats['videos']} videos, {stats['questions']} questions, {stats['pairs']} (frame, question) pairs in "
-          f"{stats['seconds']:.1f} s ({stats['videos_per_s']:.2f} videos/s, {stats['pairs_per_s']:.1f} pairs/s) "
-          f"-> {args.out}")
-    if stats["skipped_videos"]:
-        print(f"sparc extract-priors: warning: skipped {stats['skipped_videos']} video(s) without frames under "
-              f"{args.frames}; they and their qids are listed in {os.path.join(args.out, 'store.json')} "
-              f"(metadata: {SKIPPED_KEY})", file=sys.stderr)
-    return 0
