@@ -175,8 +175,9 @@ class Adapter:
 
     def with_subset_mode(self, mode: str) -> "Adapter":
         """A copy of this adapter that runs every subset view in ``mode``, whatever ``mode_for`` would
-        pick for the model. All modes give the same logits on a model that honours its mask or lengths;
-        they differ in cost, which depends on the backbone and the device (docs/benchmarks.md measures
+        pick for the model. All modes give the same outputs on a model that honours its mask or lengths
+        (in training, a model with BatchNorm is the exception: its batch statistics are taken over the
+        rows each mode runs together, e.g. one bucket group, so the modes differ slightly); they differ in cost, which depends on the backbone and the device (docs/benchmarks.md measures
         the adapters' own mode against bucket mode per backbone). Check a forced mask or lengths mode
         with ``sparc.contract.check_subset_equals_slicing``."""
         if mode not in SUBSET_MODES:

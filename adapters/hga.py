@@ -31,6 +31,7 @@ outputs unchanged wherever the original is well defined:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -661,6 +662,11 @@ class HGA(nn.Module):
         _, predict_idx = torch.max(out, 1)
         return out, predict_idx
 
+    def co_attention_masks(self, q_output, v_output, q_mask, v_mask):
+        """The (question, video) rows the co-attention treats as real: the lengths' (the original
+        tested each row's feature sum instead, see the module docstring)."""
+        return q_mask, v_mask
+
     def vq_encoder(self, v_output, v_last_hidden, qas, qas_lengths, v_mask=None, question=None):
         """Score one candidate: (B, T, H) video states, (B, H) video summary, (B, L, ...) q+a,
         (B,) lengths -> (B,) scores. ``v_mask`` (B, T): True at real frames (default: all);
@@ -673,7 +679,7 @@ class HGA(nn.Module):
         # Padded rows are zero already (packed GRUs, LayerNorm(0) = 0); masking makes it explicit.
         q_output = self.q_input_ln(q_output).masked_fill(~q_mask.unsqueeze(-1), 0.0)
         v_output = self.v_input_ln(v_output).masked_fill(~v_mask.unsqueeze(-1), 0.0)
-        q_output, v_output = self.co_attn(q_output, v_output, q_mask=q_mask, v_mask=v_mask)
+        q_output, v_output = self.co_attn(q_output, v_output, *self.co_attention_masks(q_output, v_output, q_mask, v_mask))
 
         node_mask = torch.cat((q_mask, v_mask), dim=1)
         adj = self.adj_learner(q_output, v_output, node_mask=node_mask)
@@ -688,12 +694,54 @@ class HGA(nn.Module):
 
 # --------------------------------------------------------------------------- adapter
 
+# How far the training guard moves a real row's feature sum from 0, per feature and relative to the
+# row's RMS: the sum moves by D * 1e-4 * rms (0.026 for HGA's 256 unit-RMS features), far beyond the
+# float32 rounding of a 256-term sum (at most ~3e-3, typically ~1e-6), so the original's bmm can
+# never read exactly 0.0 whatever order a CPU or GPU kernel adds in; each feature moves by 1e-4 of
+# the row's RMS.
+ZERO_SUM_SHIFT = 1e-4
+
+
+def unmask_real_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (..., D) with every row that is not all zero shifted away from a zero feature sum.
+
+    The original co-attention treats a row whose features sum to exactly 0.0 as padding, right
+    after a LayerNorm that makes every real row sum to about 0: real frames and words are then
+    masked at random, and a query whose keys are all masked (likely on a one- or two-frame view)
+    comes out NaN. Padding rows (all zero) stay exactly zero, so they are still masked."""
+    real = x.ne(0).any(dim=-1, keepdim=True)
+    rms = x.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    sign = torch.where(x.sum(dim=-1, keepdim=True) < 0, -1.0, 1.0).to(x.dtype)
+    return torch.where(real, x + sign * ZERO_SUM_SHIFT * rms, x)
+
+
+@contextlib.contextmanager
+def _real_rows_unmasked(model: nn.Module):
+    """The original's two input LayerNorms, whose outputs its co-attention masks by their sums, pass
+    through :func:`unmask_real_rows` while the context is open (hooks; the original's code is untouched)."""
+    hooks = [getattr(model, name).register_forward_hook(lambda module, args, out: unmask_real_rows(out))
+             for name in ("q_input_ln", "v_input_ln") if isinstance(getattr(model, name, None), nn.Module)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 class HGAAdapter(Adapter):
     """Drives the reference :class:`HGA` (``lengths`` mode: padded frames are ignored exactly) and
     the original doc-doc/NExT-QA class (``bucket`` mode: its GRUs and co-attention cannot ignore
-    padding). For the original, two guards: a one-frame input is shown as the frame repeated twice
-    (its co-attention can turn a lone frame into NaN), and a batch of one is padded with a copy
-    whose output is dropped (its ``.squeeze()`` removes the batch axis).
+    padding). Guards for the original:
+
+    - in training, every real row of its two input LayerNorms is moved off a zero feature sum
+      (:func:`unmask_real_rows`): its co-attention masks rows summing to exactly 0.0, so the short
+      views of a SpARC step could mask every frame and go NaN. Each feature moves by 1e-4 of its
+      row's RMS (docs/adapters.md gives the measured effect on the logits); a one-frame view is then
+      a true one-frame input. Evaluation runs the original untouched;
+    - in evaluation, a one-frame input is shown as the frame repeated twice (the original's lone
+      frame can come out NaN);
+    - a batch of one is padded with a copy whose output is dropped (its ``.squeeze()`` removes the
+      batch axis).
 
     Batch fields: ``vid_feats (B, T, D)``, ``qas (B, C, L, 768)``, ``qas_lengths (B, C)``, optional
     ``vid_lengths (B,)``, ``answer (B,)``, ``qid``.
@@ -721,10 +769,11 @@ class HGAAdapter(Adapter):
         if inputs.get("vid_lengths") is not None and bool((inputs["vid_lengths"] < vid.shape[1]).any()):
             raise ValueError("the original HGA cannot ignore padded frames; drive it through forward_subset (bucket mode)")
         vid, qas_lengths = vid.contiguous(), qas_lengths.cpu()  # it .view()s features; packing wants CPU lengths
-        if vid.shape[1] == 1:
+        if vid.shape[1] == 1 and not model.training:
             vid = vid.repeat(1, 2, 1)
         single = vid.shape[0] == 1
         if single:
             vid, qas, qas_lengths = vid.repeat(2, 1, 1), qas.repeat(2, *[1] * (qas.dim() - 1)), qas_lengths.repeat(2, 1)
-        out, _ = model(vid, qas, qas_lengths)
+        with _real_rows_unmasked(model) if model.training else contextlib.nullcontext():
+            out, _ = model(vid, qas, qas_lengths)
         return ModelOutput(logits=out[:1] if single else out)

@@ -208,13 +208,15 @@ def _sparc_step(case: AdapterCase, model: nn.Module, batch: dict, mixup: bool, s
 
 
 def check_gradients(case: AdapterCase, batch_size: int = 4, num_frames: int = 4, seed: int = 0) -> List[str]:
-    """A full SpARC step (TemporalGuidance + SpatialDistillation + TemporalGuidedMixup) gives every
-    trainable parameter a gradient, unless the adapter declares ``find_unused_parameters``.
-    Returns the names of parameters left without a gradient."""
+    """A full SpARC step (TemporalGuidance + SpatialDistillation + TemporalGuidedMixup) reaches the
+    model with finite gradients, and ``SparcModel.ddp_kwargs(batch, priors)`` tells
+    DistributedDataParallel exactly when it leaves trainable parameters without a gradient (a probe
+    step finds them). Returns the names of parameters left without a gradient."""
     model = case.build_model(seed).train()
     batch = case.make_batch(batch_size, num_frames, seed)
     try:
         wrapped, priors = _sparc_step(case, model, batch, mixup=True, seed=seed)
+        ddp = wrapped.ddp_kwargs(batch, priors)
         out = wrapped(batch, priors=priors)
     except ValueError as e:  # sparc's own input errors say what is wrong; keep the contract's error type
         raise AssertionError(f"{case.name}: the SpARC step (TemporalGuidance + SpatialDistillation + "
@@ -222,10 +224,16 @@ def check_gradients(case: AdapterCase, batch_size: int = 4, num_frames: int = 4,
     assert torch.isfinite(out.loss), f"{case.name}: SpARC step loss is {float(out.loss)}"
     assert {"guided", "consistency", "spatial"} <= set(out.terms), f"{case.name}: terms {sorted(out.terms)}"
     out.loss.backward()
-    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    if unused and not getattr(case.adapter, "find_unused_parameters", False):
-        raise AssertionError(f"{case.name}: no gradient reaches {unused[:8]}{' ...' if len(unused) > 8 else ''}; "
-                             "fix the model or set find_unused_parameters = True on the adapter")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    unused = [n for n, p in trainable if p.grad is None]
+    assert len(unused) < len(trainable), f"{case.name}: no gradient reaches the model"
+    bad = [n for n, p in trainable if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    assert not bad, f"{case.name}: non-finite gradients in {bad[:8]}"
+    declared = bool(getattr(case.adapter, "find_unused_parameters", False))
+    if ddp["find_unused_parameters"] != (bool(unused) or declared):
+        raise AssertionError(f"{case.name}: ddp_kwargs(batch) says find_unused_parameters="
+                             f"{ddp['find_unused_parameters']}, but the step leaves {unused[:8] or 'no parameter'} "
+                             f"without gradient")
     return unused
 
 

@@ -107,9 +107,46 @@ class SparcModel(nn.Module):
         for i, t in enumerate(self.techniques):
             t.reseed(seed * 1009 + i)
 
-    def ddp_kwargs(self) -> dict:
-        """Keyword arguments for DistributedDataParallel (``DistributedDataParallelKwargs``)."""
-        return {"find_unused_parameters": bool(getattr(self.adapter, "find_unused_parameters", False))}
+    def ddp_kwargs(self, batch: Optional[dict] = None, priors: Optional[torch.Tensor] = None) -> dict:
+        """Keyword arguments for DistributedDataParallel (``DistributedDataParallelKwargs``).
+
+        Given a batch (and its priors), ``find_unused_parameters`` is what a probe training step on it
+        finds (:meth:`unused_parameters`), or-ed with the adapter's declaration; without one, only the
+        declaration. The probe is the reliable answer: which parameters a step trains depends on the
+        model class (an original's WeightDrop), the techniques and their views, not on the adapter alone."""
+        unused = bool(getattr(self.adapter, "find_unused_parameters", False))
+        if batch is not None and not unused:
+            unused = bool(self.unused_parameters(batch, priors))
+        return {"find_unused_parameters": unused}
+
+    def unused_parameters(self, batch: dict, priors: Optional[torch.Tensor] = None) -> list:
+        """Names of the model's trainable parameters that one training step on ``batch`` leaves without
+        a gradient. The step leaves no trace: every random stream (global, CUDA, the techniques'),
+        every buffer (BatchNorm statistics), the gradients and the train/eval mode are restored."""
+        params = dict(self.model.named_parameters())
+        grads = {name: p.grad for name, p in params.items()}
+        buffers = {name: b.detach().clone() for name, b in self.model.named_buffers()}
+        generators = [t.generator.get_state() for t in self.techniques]
+        mode = self.training
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                for p in params.values():
+                    p.grad = None
+                self.train()
+                self(batch, priors=priors).loss.backward()
+                # Read after the step: a module may register new parameters as it runs (the original
+                # HGA's WeightDrop does, at every forward).
+                return [name for name, p in self.model.named_parameters() if p.requires_grad and p.grad is None]
+        finally:
+            for name, p in self.model.named_parameters():
+                p.grad = grads.get(name)
+            for name, b in self.model.named_buffers():
+                if name in buffers:
+                    b.data.copy_(buffers[name])
+            for t, state in zip(self.techniques, generators):
+                t.generator.set_state(state)
+            self.train(mode)
 
     # ---- input checks -------------------------------------------------------------------------
     def _num_candidates(self, batch: dict, priors: Optional[torch.Tensor]):

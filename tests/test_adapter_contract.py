@@ -85,7 +85,7 @@ def test_contract_catches_a_model_that_ignores_lengths():
         contract.check_subset_equals_slicing(case)
 
 
-def test_contract_catches_a_parameter_without_gradient():
+def test_contract_finds_parameters_without_gradient_and_catches_bad_gradients():
     function = next(c for c in CASES if c.name == "function-bucket")
 
     def with_spare(seed):
@@ -93,10 +93,25 @@ def test_contract_catches_a_parameter_without_gradient():
         model.spare = torch.nn.Linear(2, 2)
         return model
 
-    with pytest.raises(AssertionError, match="no gradient reaches"):
-        contract.check_gradients(_function_case("spare", with_spare))
-    declared = _function_case("spare", with_spare, find_unused_parameters=True)
-    assert contract.check_gradients(declared) == ["spare.weight", "spare.bias"]
+    # the probe step finds the spare parameters, so DDP is told without any declaration
+    assert contract.check_gradients(_function_case("spare", with_spare)) == ["spare.weight", "spare.bias"]
+
+    def poisoned(seed):
+        model = function.build_model(seed)
+        model.cand.weight.register_hook(lambda g: g * float("nan"))
+        return model
+
+    with pytest.raises(AssertionError, match=r"non-finite gradients in \['cand.weight'\]"):
+        contract.check_gradients(_function_case("poisoned", poisoned))
+
+    def detached(seed):
+        model = function.build_model(seed)
+        forward = model.forward
+        model.forward = lambda *a, **k: forward(*a, **k).detach().requires_grad_()
+        return model
+
+    with pytest.raises(AssertionError, match="no gradient reaches the model"):
+        contract.check_gradients(_function_case("detached", detached))
 
 
 def test_contract_catches_randomness_in_eval():
