@@ -63,7 +63,7 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
-def _rnn_class(rnn_cell: str) -> type[nn.RNNBase]:
+def rnn_class(rnn_cell: str) -> type[nn.RNNBase]:
     name = rnn_cell.lower()
     if name == "gru":
         return nn.GRU
@@ -123,7 +123,7 @@ class EncoderVidHGA(nn.Module):
         self.vid2hid = nn.Sequential(
             nn.Linear(dim_vid, dim_hidden), nn.ReLU(), nn.Dropout(input_dropout_p)
         )
-        self.rnn = _rnn_class(rnn_cell)(
+        self.rnn = rnn_class(rnn_cell)(
             dim_hidden,
             dim_hidden,
             n_layers,
@@ -199,7 +199,7 @@ class EncoderQns(nn.Module):
                 glove_embed = np.load(glove_embed)
             word_mat = torch.as_tensor(glove_embed, dtype=torch.float32)
             self.embedding = nn.Embedding.from_pretrained(word_mat, freeze=False)
-        self.rnn = _rnn_class(rnn_cell)(
+        self.rnn = rnn_class(rnn_cell)(
             self.embedding.embedding_dim if isinstance(self.embedding, nn.Embedding) else dim_embed,
             dim_hidden,
             n_layers,

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sparc.adapters.hga import EncoderQns, _rnn_class
+from sparc.adapters.hga import EncoderQns, rnn_class
 from sparc.outputs import ModelOutput
 
 __all__ = [
@@ -115,7 +115,7 @@ class EncoderVidCoMem(nn.Module):
         self.bidirectional = bidirectional
         self.rnn_cell = rnn_cell
 
-        rnn = _rnn_class(rnn_cell)
+        rnn = rnn_class(rnn_cell)
 
         def layer(dim_in):
             return rnn(dim_in, dim_hidden, n_layers, batch_first=True, bidirectional=bidirectional,
@@ -586,21 +586,21 @@ def forward_hme(model, inputs: dict, text=None) -> ModelOutput:
 def fixture_model(config: dict):
     """Build the reference :class:`HME` from a fixture's ``config.json`` (the recorded constructor
     calls); returns ``(model, run)`` with ``run(model, inputs) -> {"out": ..., "predict_idx": ...}``."""
-    from sparc.testing import _check_callee, _Name, _parse_call
+    from sparc.recorded_calls import Name, check_callee, parse_call
 
     ctor = config["constructor"]
-    callee, args, kwargs = _parse_call(ctor["vid_encoder"])
-    _check_callee(callee, "EncoderVidCoMem")
+    callee, args, kwargs = parse_call(ctor["vid_encoder"])
+    check_callee(callee, "EncoderVidCoMem")
     vid_encoder = EncoderVidCoMem(*args, **kwargs)
-    callee, args, kwargs = _parse_call(ctor["qns_encoder"])
-    _check_callee(callee, "EncoderQns")
+    callee, args, kwargs = parse_call(ctor["qns_encoder"])
+    check_callee(callee, "EncoderQns")
     qns_encoder = EncoderQns(*args, **kwargs)
-    callee, args, kwargs = _parse_call(ctor["model"])
-    _check_callee(callee, "HME")
+    callee, args, kwargs = parse_call(ctor["model"])
+    check_callee(callee, "HME")
     named = {"vid_encoder": vid_encoder, "qns_encoder": qns_encoder}
 
     def resolve(value):
-        if isinstance(value, _Name):
+        if isinstance(value, Name):
             if value in named:
                 return named[value]
             return torch.device(value) if value in ("cpu", "cuda") else None

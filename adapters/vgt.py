@@ -916,10 +916,10 @@ def fixture_model(config: dict):
     """(model, run) for ``fixtures/original/vgt``: VGT built from the recorded constructor call with
     BERT from ``text_encoder.config``; ``run`` calls it as ``how_called`` records and derives the
     logits as train/train_videoqa.py does."""
-    from sparc.testing import _check_callee, _parse_call
+    from sparc.recorded_calls import check_callee, parse_call
 
-    callee, args, kwargs = _parse_call(_call_text(config["constructor"]))
-    _check_callee(callee, "VGT")
+    callee, args, kwargs = parse_call(_call_text(config["constructor"]))
+    check_callee(callee, "VGT")
     bert_config = dict(config.get("text_encoder", {}).get("config", {}))
     model = VGT(*args, **kwargs, bert_config=bert_config or None)
 

@@ -200,7 +200,3 @@ def _register_known_builders() -> None:
 
 
 _register_known_builders()
-
-# The recorded-call readers, public in sparc.recorded_calls; the private names are what
-# adapters/hme.py and adapters/vgt.py still import (to be removed once they use the public ones).
-_Name, _parse_call, _check_callee = Name, parse_call, check_callee

@@ -34,22 +34,6 @@ MAY_IMPORT = {
 # Known violations, each to be removed with its cause. (importer, imported module, name): name None for
 # the arrow itself, a name for a private name taken.
 ALLOWED = {
-    # adapters/hme.py and adapters/vgt.py import the recorded-call readers under their old private names
-    # from sparc.testing (`from sparc.testing import _check_callee, _Name, _parse_call`); once they read
-    # `from sparc.recorded_calls import Name, check_callee, parse_call`, delete these entries.
-    ("sparc.adapters.hme", "sparc.testing", None),
-    ("sparc.adapters.hme", "sparc.testing", "_check_callee"),
-    ("sparc.adapters.hme", "sparc.testing", "_Name"),
-    ("sparc.adapters.hme", "sparc.testing", "_parse_call"),
-    ("sparc.adapters.vgt", "sparc.testing", None),
-    ("sparc.adapters.vgt", "sparc.testing", "_check_callee"),
-    ("sparc.adapters.vgt", "sparc.testing", "_parse_call"),
-    # adapters/hme.py takes HGA's `_rnn_class`: to go once adapters/hga.py names it publicly.
-    ("sparc.adapters.hme", "sparc.adapters.hga", "_rnn_class"),
-    # sparc/teachers/finetune.py reuses train.py's checkpoint writer (`_checkpoints`, `_save_checkpoint`):
-    # to go with the shared resumable-job helper.
-    ("sparc.teachers.finetune", "sparc.train", "_checkpoints"),
-    ("sparc.teachers.finetune", "sparc.train", "_save_checkpoint"),
 }
 
 
