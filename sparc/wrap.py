@@ -167,6 +167,24 @@ class SparcModel(nn.Module):
                              f"{sorted(map(str, batch))}. Add it, or pass answer=... (field: {field})")
         return batch[field]
 
+    def _answer_indices(self, batch: dict, answer) -> torch.Tensor:
+        """The answers as ``[B]`` int64, or an error naming the field: a field of another shape (token
+        ids, one-hot rows) would otherwise fail deep inside a loss or a range check."""
+        field = self.adapter.answer_field
+        where = f"the {field!r} field" if answer is batch.get(field) else "answer=..."
+        try:
+            answer = torch.as_tensor(answer)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where} must hold one correct-answer index per question; it cannot be read as a "
+                             f"tensor ({e}) (field: {field})") from None
+        B = self.adapter.batch_size(batch)
+        if answer.dim() != 1 or answer.shape[0] != B or answer.is_floating_point() or answer.is_complex():
+            raise ValueError(
+                f"{where} must be one integer answer index per question, shape [{B}]; got {answer.dtype} of shape "
+                f"{tuple(answer.shape)}. If the field holds something else (VGT's candidate tokens are 'answer'), "
+                f"give the adapter the field with the indices (adapter.answer_field) (field: {field})")
+        return answer.long()
+
     def _check_features(self, batch: dict) -> None:
         """NaN/inf in a temporal field: one reduction per field; the row is located only on failure."""
         for name in self.adapter.temporal:
@@ -232,7 +250,7 @@ class SparcModel(nn.Module):
             return self.adapter.forward(self.model, batch)
         if answer is None:
             answer = self._answer(batch)
-        answer = torch.as_tensor(answer).long()
+        answer = self._answer_indices(batch, answer)
         if priors is not None:
             priors = torch.as_tensor(priors)               # numpy arrays from the user's own code
         num_candidates, candidates_from = self._num_candidates(batch, priors)

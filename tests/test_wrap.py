@@ -444,3 +444,17 @@ def test_temporal_guidance_accepts_numpy_numbers():
     tg = sparc.TemporalGuidance(threshold=np.float32(0.4), whole_ce_weight=np.float64(1.0))
     assert tg.frames.threshold == pytest.approx(0.4) and tg.whole_ce_weight == 1.0
     assert sparc.TemporalGuidance(source="top_k", k=np.int64(2)).frames == sparc.TopKFrames(2)
+
+
+@pytest.mark.parametrize("value, match", [
+    (torch.zeros(4, 3, dtype=torch.long), r"shape \[4\]; got torch.int64 of shape \(4, 3\)"),
+    (torch.tensor([0.0, 1.0, 2.0, 1.0]), "got torch.float32"),
+    (torch.tensor([0, 1]), r"shape \[4\]; got torch.int64 of shape \(2,\)"),
+    ([[0, 1], [2]], "cannot be read as a tensor"),
+])
+def test_an_answer_field_of_another_shape_is_named(value, match):
+    """VGT's token-id 'answer' field read as the labels used to crash inside the range check with
+    'only one element tensors can be converted'; now the field is named with what it should hold."""
+    batch = {**toy_batch(), "answer": value}
+    with pytest.raises(ValueError, match=match + r".*\(field: answer\)"):
+        sparc.wrap(MeanScorer(), toy_adapter(), [])(batch)
