@@ -88,8 +88,10 @@ class SparcModel(nn.Module):
     """The wrapped model. ``model`` stays reachable as ``.model`` (save its ``state_dict`` for deployment)."""
 
     def __init__(self, model: nn.Module, adapter, techniques: Iterable[Technique] = (),
-                 task_loss: Union[str, Callable] = "ce", frames: Optional[FrameSelector] = None):
+                 task_loss: Union[str, Callable] = "ce", frames: Optional[FrameSelector] = None,
+                 share_text: bool = True):
         super().__init__()
+        self.share_text = share_text
         self.model = model
         self.adapter = adapter
         self.techniques = nn.ModuleList(list(techniques))
@@ -263,7 +265,7 @@ class SparcModel(nn.Module):
         # With techniques, several views share the frame-independent work; a plain wrap is the bare
         # model's own training forward.
         step = Step(self.model, self.adapter, batch, priors, answer, num_candidates, keep, candidates_from,
-                    share_text=len(self.techniques) > 0)
+                    share_text=self.share_text and len(self.techniques) > 0)
 
         for t in self.techniques:                      # phase 1
             if isinstance(t, Augmentation):
@@ -280,11 +282,13 @@ class SparcModel(nn.Module):
         return StepOutput(loss=loss, logits=step.whole().logits, terms=terms, keep=keep)
 
 def wrap(model: nn.Module, adapter, techniques: Iterable[Technique] = (), task_loss: Union[str, Callable] = "ce",
-         frames: Optional[FrameSelector] = None) -> SparcModel:
+         frames: Optional[FrameSelector] = None, share_text: bool = True) -> SparcModel:
     """Wrap ``model`` so that training applies ``techniques`` and evaluation is the bare model.
     ``frames`` names the causal-frame selector of every step (default: the one the techniques
-    declare, ``CausalFrames(0.5)`` when they declare none)."""
-    return SparcModel(model, adapter, techniques, task_loss, frames)
+    declare, ``CausalFrames(0.5)`` when they declare none). ``share_text=False`` re-encodes the
+    question and candidates in every view (the adapter's ``encode_text`` unused): the same values in
+    eval mode, one dropout draw per view in training, and the cost the sharing saves."""
+    return SparcModel(model, adapter, techniques, task_loss, frames, share_text)
 
 
 __all__ = ["wrap", "SparcModel", "ModelOutput", "StepOutput"]
