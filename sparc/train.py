@@ -1,17 +1,14 @@
 """The Accelerate training loop the recipes and the demo share.
 
 One process or many (``accelerate launch``): ``prepare``, gradient accumulation, the mixed-precision
-flag, step-granular ``save_state``/``load_state`` resume (the techniques' generators travel in the
-model's state), tqdm on the main process, evaluation with ``gather_for_metrics``, and logging through
+flag, step-granular ``save_state``/``load_state`` resume (:class:`sparc.resumable.ResumableJob`; the
+techniques' generators travel in the model's state), tqdm on the main process, evaluation with ``gather_for_metrics``, and logging through
 accelerate's trackers. This is the only module of the library that builds an ``Accelerator``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -104,36 +101,6 @@ def make_accelerator(config: TrainConfig, ddp_kwargs: Optional[dict] = None):
     )
 
 
-def _checkpoints(output_dir: str) -> List[str]:
-    root = os.path.join(output_dir, "checkpoints")
-    if not os.path.isdir(root):
-        return []
-    done = [d for d in os.listdir(root) if d.startswith("step-") and os.path.exists(os.path.join(root, d, "progress.json"))]
-    return [os.path.join(root, d) for d in sorted(done, key=lambda d: int(d.split("-")[1]))]
-
-
-def _save_checkpoint(accelerator, config: TrainConfig, progress: dict) -> None:
-    """Write to a temporary folder, then rename: a kill mid-save never leaves a half checkpoint."""
-    root = os.path.join(config.output_dir, "checkpoints")
-    final = os.path.join(root, f"step-{progress['global_step']:08d}")
-    tmp = final + ".tmp"
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process and os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp, safe_serialization=False)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        with open(os.path.join(tmp, "progress.json"), "w") as f:
-            json.dump(progress, f, sort_keys=True)
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in _checkpoints(config.output_dir)[:-config.keep_checkpoints]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-
-
 @torch.no_grad()
 def evaluate(accelerator, model, loader, answer_field: str = "answer", index_field: str = "index"):
     """Accuracy over the whole eval set, gathered per example across processes (no duplicates)."""
@@ -177,7 +144,8 @@ def train(
     answer_field = answer_field or getattr(adapter, "answer_field", "answer")
     from accelerate import skip_first_batches
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+
+    from sparc.resumable import ResumableJob, progress_bar
 
     if accelerator is None:
         ddp = model.ddp_kwargs() if hasattr(model, "ddp_kwargs") else None
@@ -204,24 +172,20 @@ def train(
         model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
 
     result = TrainResult()
-    start_epoch, skip_batches = 0, 0
-    if config.output_dir and config.resume and _checkpoints(config.output_dir):
-        latest = _checkpoints(config.output_dir)[-1]
-        accelerator.load_state(latest)
-        with open(os.path.join(latest, "progress.json")) as f:
-            progress = json.load(f)
-        start_epoch, skip_batches, result.global_step = progress["epoch"], progress["batch"], progress["global_step"]
-        accelerator.print(f"resuming from {latest} (epoch {start_epoch}, batch {skip_batches})")
+    job = ResumableJob(config.output_dir, ("epoch", "batch"), keep=config.keep_checkpoints)
+    if config.resume:
+        job.restore(accelerator)
+    result.global_step = job.global_step
     if accelerator.trackers == [] and _tracker(config):
         accelerator.init_trackers("sparc", config={k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))})
 
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total = steps_per_epoch * config.epochs
-    bar = tqdm(total=total, initial=result.global_step, desc=description, leave=False, dynamic_ncols=True,
-               disable=not (config.progress and accelerator.is_local_main_process))
+    bar = progress_bar(total, result.global_step, description, config.progress and accelerator.is_local_main_process)
     model.train()
     done = False
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(job.start("epoch"), config.epochs):
+        skip_batches = job.start("batch", epoch)
         loader = skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
         # Accelerate's loaders re-set the sampler's epoch from their own iteration counter at every
         # __iter__; a fresh (resumed or skipping) loader would restart at 0, so tell it the epoch.
@@ -247,11 +211,10 @@ def train(
             if accelerator.trackers:
                 accelerator.log({"train/loss": loss, **{f"train/{k}": v for k, v in result.terms[-1].items()}}, step=result.global_step)
             if config.output_dir and config.checkpoint_every and result.global_step % config.checkpoint_every == 0:
-                _save_checkpoint(accelerator, config, {"epoch": epoch, "batch": batch_in_epoch + 1, "global_step": result.global_step})
+                job.save(accelerator, result.global_step, epoch=epoch, batch=batch_in_epoch + 1)
             if config.max_steps and result.global_step >= config.max_steps:
                 done = True
                 break
-        skip_batches = 0
         if eval_loader is not None and not done:
             metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field)
             result.metrics = metrics
@@ -259,7 +222,7 @@ def train(
             if accelerator.trackers:
                 accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=result.global_step)
         if config.output_dir and not config.checkpoint_every and not done:
-            _save_checkpoint(accelerator, config, {"epoch": epoch + 1, "batch": 0, "global_step": result.global_step})
+            job.save(accelerator, result.global_step, epoch=epoch + 1, batch=0)
         if done:
             break
     bar.close()

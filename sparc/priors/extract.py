@@ -15,6 +15,8 @@ Resuming: a shard holds the questions of exactly ``videos_per_shard`` consecutiv
 process's list), written atomically; an interrupted job drops the shard it was filling, and a rerun
 skips every video whose questions are all stored. Shard boundaries therefore never depend on where a
 run was stopped, and a resumed single-process extraction is byte-identical to an uninterrupted one.
+(The store is this job's checkpoint; its files are written with :func:`sparc.resumable.atomic_path`,
+and its progress bar starts at the videos already stored.)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from sparc.priors.store import PriorStore, move_shards
+from sparc.resumable import progress_bar
 
 __all__ = ["extract_priors", "extract_dataset_priors", "ExtractionStats"]
 
@@ -248,6 +251,7 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
     done |= set(writer.existing)
     # Video i of this process's list belongs to shard i // videos_per_shard; finished shards are skipped.
     pending = [(i, v) for i, v in enumerate(videos) if not all(q.qid in done for q in groups[v])]
+    already = len(videos) - len(pending)
     skipped = {v for _, v in pending if v in missing}
     pending = [(i, v) for i, v in pending if v not in missing]
     truncated = max_videos is not None and len(pending) > max_videos
@@ -259,10 +263,8 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
                                          prefetch_factor=2 if num_workers else None)
     autocast = bf16 and getattr(teacher, "device", torch.device("cpu")).type == "cuda"
     stats = ExtractionStats(videos=0, questions=0, frames=0, pairs=0, seconds=0.0, skipped_videos=0)
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(pending), unit="video", desc=f"priors [{rank}]" if world > 1 else "priors",
-               disable=not progress, smoothing=0.1)
+    bar = progress_bar(already + len(pending), already, f"priors [{rank}]" if world > 1 else "priors", progress,
+                       unit="video", smoothing=0.1, leave=True)
     start = time.perf_counter()
     buffered_shard = None   # the shard the writer's buffered rows belong to
     try:

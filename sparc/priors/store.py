@@ -41,9 +41,11 @@ import json
 import os
 import re
 import shutil
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from sparc.resumable import atomic_path
 
 __all__ = ["PriorStore", "PriorStoreWriter", "move_shards", "update_metadata"]
 
@@ -107,22 +109,22 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _atomic_write(directory: str, name: str, write: Callable[[Any], None]) -> None:
+    """``write(file)`` into ``directory/name``, durably, under the ``.tmp-`` name the readers ignore."""
+    with atomic_path(os.path.join(directory, name), os.path.join(directory, TMP_PREFIX + name)) as tmp:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+
 def _atomic_write_bytes(directory: str, name: str, data: bytes) -> None:
-    tmp = os.path.join(directory, TMP_PREFIX + name)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(directory, name))
+    _atomic_write(directory, name, lambda f: f.write(data))
 
 
 def _atomic_save_npy(directory: str, name: str, arr: np.ndarray) -> None:
-    tmp = os.path.join(directory, TMP_PREFIX + name)
-    with open(tmp, "wb") as f:  # file handle: np.save(path) would append ".npy"
-        np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(directory, name))
+    # A file handle: np.save(path) would append ".npy".
+    _atomic_write(directory, name, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
 
 
 def _json_bytes(obj: Any) -> bytes:

@@ -44,15 +44,14 @@ seen exactly once per epoch. With several processes, each global batch of ``batc
 pairs is split between them and the loss is scaled so that DDP's gradient average equals the mean
 over the global batch.
 
-Resume: checkpoints (``sparc.train``'s atomic folders) record (epoch, pool, batch, step) and
-accelerate's model/optimizer/RNG state; a resumed run ends with exactly the weights of an
+Resume: checkpoints (:class:`sparc.resumable.ResumableJob`'s atomic folders, as training writes them)
+record (epoch, pool, batch, step) and accelerate's model/optimizer/RNG state; a resumed run ends with exactly the weights of an
 uninterrupted one. The final weights are written atomically as ``albef-finetuned.safetensors`` in
 ALBEF's key layout (loads strictly with :func:`~sparc.teachers.load.build_albef`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -212,10 +211,10 @@ def finetune_teacher(
     ``output_dir/albef-finetuned.safetensors`` at the end (also when stopped by ``max_steps``,
     with a checkpoint to resume from)."""
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
     from sparc.data.questions import group_by_video
-    from sparc.train import TrainConfig, _checkpoints, _save_checkpoint, make_accelerator
+    from sparc.resumable import ResumableJob, progress_bar
+    from sparc.train import TrainConfig, make_accelerator
 
     if epochs < 1 or batch_size < 1 or pool_videos < 1:
         raise ValueError("epochs, batch_size and pool_videos must be >= 1")
@@ -235,13 +234,10 @@ def finetune_teacher(
     videos = list(groups)
     qids_of = {v: [q.qid for q in qs] for v, qs in groups.items()}
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         mixed_precision=mixed_precision, seed=seed, output_dir=output_dir,
-                         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                         num_workers=num_workers, progress=progress, log_with=None, max_steps=max_steps)
     trainable = freeze_for_finetuning(model)
-    if accelerator is None:
-        accelerator = make_accelerator(config)
+    if accelerator is None:  # of a TrainConfig the accelerator reads only these; the loop below is this job's own
+        accelerator = make_accelerator(TrainConfig(mixed_precision=mixed_precision, output_dir=output_dir,
+                                                   log_with=None))
     set_seed(seed, device_specific=True)
     world, rank = accelerator.num_processes, accelerator.process_index
     wrapper = _CrossModal(model)
@@ -253,27 +249,20 @@ def finetune_teacher(
     pad = albef.pad_token_id
 
     result = FinetuneResult(trainable=trainable)
-    start = (0, 0, 0)  # epoch, pool, batch
-    if output_dir and _checkpoints(output_dir):
-        latest = _checkpoints(output_dir)[-1]
-        accelerator.load_state(latest)
-        with open(os.path.join(latest, "progress.json")) as f:
-            prog = json.load(f)
-        start = (prog["epoch"], prog["pool"], prog["batch"])
-        result.global_step = prog["global_step"]
-        accelerator.print(f"resuming from {latest} (epoch {start[0]}, pool {start[1]}, batch {start[2]})")
+    job = ResumableJob(output_dir, ("epoch", "pool", "batch"), keep=keep_checkpoints)
+    job.restore(accelerator)
+    result.global_step = job.global_step
 
     sizes = [len(groups[v]) for v in videos]
     plans = [epoch_plan(sizes, frames_per_video, batch_size * world, pool_videos, seed, e) for e in range(epochs)]
     total = sum(len(b) for plan in plans for _, b in plan)
     if max_steps:
         total = min(total, max_steps)
-    bar = tqdm(total=total, initial=min(result.global_step, total), desc="teacher-finetune", leave=False,
-               dynamic_ncols=True, disable=not (progress and accelerator.is_local_main_process))
+    bar = progress_bar(total, result.global_step, "teacher-finetune", progress and accelerator.is_local_main_process)
     dataset = _PoolFrames(frame_source, image_res, frames_per_video, qids_of)
     wrapper.train()
     done = result.global_step >= max_steps if max_steps else False
-    last_saved = result.global_step if start != (0, 0, 0) else -1
+    last_saved = result.global_step if job.resumed else -1
 
     def save(epoch, pool, batch):
         nonlocal last_saved
@@ -282,15 +271,14 @@ def finetune_teacher(
             pool, batch = pool + 1, 0
         if epoch < epochs and pool >= len(plan):
             epoch, pool = epoch + 1, 0
-        _save_checkpoint(accelerator, config, {"epoch": epoch, "pool": pool, "batch": batch,
-                                               "global_step": result.global_step})
+        job.save(accelerator, result.global_step, epoch=epoch, pool=pool, batch=batch)
         last_saved = result.global_step
 
-    for epoch in range(start[0], epochs):
+    for epoch in range(job.start("epoch"), epochs):
         if done:
             break
         plan = plans[epoch]
-        first_pool = start[1] if epoch == start[0] else 0
+        first_pool = job.start("pool", epoch)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=None, sampler=[tuple(videos[i] for i in pool) for pool, _ in plan[first_pool:]],
             num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
@@ -303,7 +291,7 @@ def finetune_teacher(
                 flat = frames.flatten(0, 1).to(device)
                 embeds = torch.cat([albef.encode_image(c) for c in flat.split(64)])
                 embeds = embeds.view(V, Fr, *embeds.shape[1:])
-            first_batch = start[2] if (epoch, pool_index) == start[:2] else 0
+            first_batch = job.start("batch", epoch, pool_index)
             for b in range(first_batch, len(batches)):
                 pairs = batches[b]
                 mine = pairs[rank::world]
@@ -361,11 +349,12 @@ def save_albef_weights(model, path: str) -> str:
     (tied tensors are stored as separate copies, as ALBEF's checkpoints hold them)."""
     from safetensors.torch import save_file
 
+    from sparc.resumable import atomic_path
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     sd = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = path + ".tmp"
-    save_file(sd, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(sd, tmp)
     return path
 
 
