@@ -9,6 +9,7 @@ accelerate's trackers. This is the only module of the library that builds an ``A
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -119,6 +120,22 @@ def evaluate(accelerator, model, loader, answer_field: str = "answer", index_fie
     return {"accuracy": float(correct.mean()), "num_examples": int(idx.numel())}, pred[order]
 
 
+def probe_ddp_kwargs(model, train_set, collate_fn, config: TrainConfig, priors, qid_field: str) -> Optional[dict]:
+    """DistributedDataParallel's kwargs for a multi-process run: a wrapped model's probe step on the
+    first training batch finds the parameters a step leaves without gradient (it leaves no trace)."""
+    if not hasattr(model, "ddp_kwargs"):
+        return None
+    # The launcher's WORLD_SIZE, not accelerate's PartialState: creating that state before the
+    # Accelerator changes how the Accelerator sets itself up (a 2-process CPU run then trains differently).
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return model.ddp_kwargs()
+    device = next(iter(model.parameters()), torch.empty(0)).device   # where the user put the model
+    batch = collate_fn([train_set[i] for i in range(min(config.batch_size, len(train_set)))])
+    batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    found = _resolve_priors(priors, batch, qid_field)
+    return model.ddp_kwargs(batch, None if found is None else torch.as_tensor(found).to(device))
+
+
 def train(
     model,
     train_set,
@@ -148,8 +165,7 @@ def train(
     from sparc.resumable import ResumableJob, progress_bar
 
     if accelerator is None:
-        ddp = model.ddp_kwargs() if hasattr(model, "ddp_kwargs") else None
-        accelerator = make_accelerator(config, ddp)
+        accelerator = make_accelerator(config, probe_ddp_kwargs(model, train_set, collate_fn, config, priors, qid_field))
     set_seed(config.seed, device_specific=True)  # dropout differs per process, reproducibly
     if hasattr(model, "reseed"):
         model.reseed(config.seed + accelerator.process_index)

@@ -160,3 +160,23 @@ def test_ddp_on_two_cpu_processes_runs_through_with_the_probes_kwargs(tmp_path):
     status, kwargs, losses = results["probe"]
     assert kwargs == {"find_unused_parameters": True} and status == "ok", losses
     assert len(losses) == 5 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_train_asks_the_probe_when_launched_on_several_processes(monkeypatch):
+    """sparc.train hands DDP the probe's answer in a multi-process launch (WORLD_SIZE > 1), the
+    adapter's declaration otherwise (no probe step: one process has no DDP)."""
+    from sparc.train import TrainConfig, probe_ddp_kwargs
+
+    rows = [hga_batch(1, 5, i) for i in range(4)]
+
+    def collate(items):
+        return {k: (torch.cat([r[k] for r in items]) if torch.is_tensor(items[0][k]) else sum((r[k] for r in items), []))
+                for k in items[0]}
+
+    wrapped = sparc.wrap(tiny_hga(OriginalLikeHGA, 0), HGAAdapter(), [sparc.TemporalGuidance(), sparc.SpatialDistillation()])
+    priors = lambda batch: causal_priors(len(batch["qid"]), 5, 5, batch["answer"])
+    config = TrainConfig(batch_size=4)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert probe_ddp_kwargs(wrapped, rows, collate, config, priors, "qid") == {"find_unused_parameters": False}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert probe_ddp_kwargs(wrapped, rows, collate, config, priors, "qid") == {"find_unused_parameters": True}
