@@ -154,9 +154,18 @@ class SparcModel(nn.Module):
     def _num_candidates(self, batch: dict, priors: Optional[torch.Tensor]):
         """C, and where it came from (for error messages)."""
         for name, dim in self.adapter.candidate.items():
-            if batch.get(name) is not None:
-                return batch[name].shape[dim], f"field {name!r} has {batch[name].shape[dim]}"
+            value = batch.get(name)
+            if value is None:
+                continue
+            if not torch.is_tensor(value) or value.dim() <= dim:
+                shape = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+                raise ValueError(f"{type(self.adapter).__name__} reads the candidates on axis {dim} of field {name!r} "
+                                 f"(adapter.candidate), which is {shape}; it must be a tensor with the candidates "
+                                 f"on that axis (field: {name})")
+            return value.shape[dim], f"field {name!r} has {value.shape[dim]}"
         if priors is not None:
+            if priors.dim() != 3:
+                raise ValueError(f"priors must be [B, T, C], got {tuple(priors.shape)} (field: priors)")
             return priors.shape[2], f"the priors' last axis has {priors.shape[2]}"
         n = int(getattr(self.adapter, "num_answers", 0) or 0)
         return (n, f"{type(self.adapter).__name__}.num_answers is {n}") if n else (-1, "unknown")

@@ -458,3 +458,15 @@ def test_an_answer_field_of_another_shape_is_named(value, match):
     batch = {**toy_batch(), "answer": value}
     with pytest.raises(ValueError, match=match + r".*\(field: answer\)"):
         sparc.wrap(MeanScorer(), toy_adapter(), [])(batch)
+
+
+def test_a_candidate_field_of_another_shape_is_named():
+    batch = {**toy_batch(), "cands": [[0.0] * 4] * 4}
+    with pytest.raises(ValueError, match=r"candidates on axis 1 of field 'cands'.*which is list.*\(field: cands\)"):
+        sparc.wrap(MeanScorer(), toy_adapter(), [])(batch)
+    batch = {**toy_batch(), "cands": torch.zeros(4)}
+    with pytest.raises(ValueError, match=r"which is \(4,\)"):
+        sparc.wrap(MeanScorer(), toy_adapter(), [])(batch)
+    with pytest.raises(ValueError, match=r"priors must be \[B, T, C\], got \(2, 2\)"):
+        sparc.wrap(MeanScorer(), video_question_adapter(), [sparc.TemporalGuidance()])(
+            {**small_batch(), "answer": torch.tensor([0, 1])}, priors=torch.full((2, 2), 0.5))
