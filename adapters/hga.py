@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sparc.adapters.base import Adapter
+from sparc.adapters.base import Adapter, same_tensor, served
 from sparc.outputs import ModelOutput
+from sparc.rows import select_rows
 
 __all__ = [
     "AdjLearner",
@@ -728,6 +729,40 @@ def _real_rows_unmasked(model: nn.Module):
             hook.remove()
 
 
+def encode_questions_once(model, qas: torch.Tensor, qas_lengths: torch.Tensor) -> dict:
+    """An original doc-doc/NExT-QA class's question encoder (HGA's GRU, HME's LSTM) run once over a
+    step's batch, candidate by candidate as its forward runs it: ``{"qas", "qas_lengths", "q_output":
+    [(B, L_k, H)], "q_hidden": [((B, layers, H), ...)]}``, batch first so a view can take its rows."""
+    lengths = torch.as_tensor(qas_lengths).cpu()
+    outputs, hiddens = [], []
+    for k in range(qas.shape[1]):
+        q_output, q_hidden = model.qns_encoder(qas[:, k], lengths[:, k])
+        outputs.append(q_output)
+        hiddens.append(tuple(h.transpose(0, 1) for h in (q_hidden if isinstance(q_hidden, tuple) else (q_hidden,))))
+    return {"qas": qas, "qas_lengths": lengths, "q_output": outputs, "q_hidden": hiddens,
+            "lstm": torch.tensor(isinstance(q_hidden, tuple)).expand(qas.shape[0])}
+
+
+def questions_served(model: nn.Module, text: dict):
+    """A context in which the original's question encoder returns the step's encodings
+    (:func:`encode_questions_once`) for any call whose input is one of the step's candidates (its
+    rows, trimmed to their longest length, as ``pad_packed_sequence`` gives them); any other call
+    runs the encoder itself."""
+    lstm = bool(text["lstm"][0])
+
+    def lookup(args, kwargs):
+        if len(args) != 2 or kwargs:      # (qas, qas_lengths) with no initial hidden state
+            return None
+        qas, lengths = args[0], torch.as_tensor(args[1]).cpu()
+        for k in range(text["qas"].shape[1]):
+            if same_tensor(lengths, text["qas_lengths"][:, k]) and same_tensor(qas, text["qas"][:, k]):
+                state = tuple(h.transpose(0, 1).contiguous() for h in text["q_hidden"][k])
+                return text["q_output"][k][:, :int(lengths.max())], (state if lstm else state[0])
+        return None
+
+    return served(model.qns_encoder, lookup)
+
+
 class HGAAdapter(Adapter):
     """Drives the reference :class:`HGA` (``lengths`` mode: padded frames are ignored exactly) and
     the original doc-doc/NExT-QA class (``bucket`` mode: its GRUs and co-attention cannot ignore
@@ -756,10 +791,13 @@ class HGAAdapter(Adapter):
         return "lengths" if getattr(model, "supports_vid_lengths", False) else "bucket"
 
     def encode_text(self, model, inputs: dict):
-        """The reference's question encodings (the original class computes them inside its forward)."""
-        if not getattr(model, "supports_vid_lengths", False):
+        """The question encodings of a step: the reference's own split; for the original class, its
+        question encoder run once over the batch and served to every view (:func:`questions_served`)."""
+        if getattr(model, "supports_vid_lengths", False):
+            return model.encode_text(inputs["qas"], inputs["qas_lengths"])
+        if not isinstance(getattr(model, "qns_encoder", None), nn.Module) or inputs["vid_feats"].shape[0] == 1:
             return None
-        return model.encode_text(inputs["qas"], inputs["qas_lengths"])
+        return encode_questions_once(model, inputs["qas"], inputs["qas_lengths"])
 
     def forward(self, model, inputs: dict, text=None) -> ModelOutput:
         vid, qas, qas_lengths = inputs["vid_feats"], inputs["qas"], inputs["qas_lengths"]
@@ -774,6 +812,11 @@ class HGAAdapter(Adapter):
         single = vid.shape[0] == 1
         if single:
             vid, qas, qas_lengths = vid.repeat(2, 1, 1), qas.repeat(2, *[1] * (qas.dim() - 1)), qas_lengths.repeat(2, 1)
-        with _real_rows_unmasked(model) if model.training else contextlib.nullcontext():
+            text = select_rows(text, torch.zeros(2, dtype=torch.long))
+        with contextlib.ExitStack() as guards:
+            if model.training:
+                guards.enter_context(_real_rows_unmasked(model))
+            if text is not None:
+                guards.enter_context(questions_served(model, text))
             out, _ = model(vid, qas, qas_lengths)
         return ModelOutput(logits=out[:1] if single else out)

@@ -38,6 +38,7 @@ outputs unchanged wherever the original is well defined:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -45,8 +46,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sparc.adapters.hga import EncoderQns, rnn_class
+from sparc.adapters.hga import EncoderQns, encode_questions_once, questions_served, rnn_class
 from sparc.outputs import ModelOutput
+from sparc.rows import select_rows
 
 __all__ = [
     "EncoderQns",
@@ -550,10 +552,14 @@ def hme_subset_mode(model) -> str:
 
 
 def encode_text_hme(model, inputs: dict):
-    """The reference's question encodings (the original class computes them inside its forward)."""
-    if not getattr(model, "supports_vid_lengths", False):
+    """The question encodings of a step: the reference's own split (question LSTM and memory); for the
+    original class, its question LSTM run once over the batch and served to every view
+    (``sparc.adapters.hga.questions_served``: the two originals call it alike)."""
+    if getattr(model, "supports_vid_lengths", False):
+        return model.encode_text(inputs["qas"], inputs["qas_lengths"])
+    if not isinstance(getattr(model, "qns_encoder", None), nn.Module) or inputs["vid_feats"].shape[0] == 1:
         return None
-    return model.encode_text(inputs["qas"], inputs["qas_lengths"])
+    return encode_questions_once(model, inputs["qas"], inputs["qas_lengths"])
 
 
 def forward_hme(model, inputs: dict, text=None) -> ModelOutput:
@@ -576,7 +582,9 @@ def forward_hme(model, inputs: dict, text=None) -> ModelOutput:
     single = vid.shape[0] == 1
     if single:
         vid, qas, qas_lengths = vid.repeat(2, 1, 1), qas.repeat(2, *[1] * (qas.dim() - 1)), qas_lengths.repeat(2, 1)
-    out, _ = model(vid, qas, qas_lengths)
+        text = select_rows(text, torch.zeros(2, dtype=torch.long))
+    with questions_served(model, text) if text is not None else contextlib.nullcontext():
+        out, _ = model(vid, qas, qas_lengths)
     return ModelOutput(logits=out[:1] if single else out)
 
 

@@ -59,6 +59,7 @@ Quirks of the original that are kept, because outputs and released weights depen
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -71,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparc.adapters.base import Adapter
+from sparc.adapters.base import Adapter, same_tensor, served
 from sparc.outputs import ModelOutput
 
 __all__ = [
@@ -778,6 +779,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _answers_served(core: nn.Module, text: dict):
+    """The original's candidate encoder (``amodel``) answers a call on the step's candidate tokens (or
+    a view's rows of them) from the encodings computed once; any other call runs it."""
+    def lookup(args, kwargs):
+        if len(args) == 1 and not kwargs and same_tensor(args[0], text["served_answer"]):
+            return text["answer_g"], text["answer_w"].flatten(0, 1)
+        return None
+
+    return served(core.amodel, lookup)
+
+
 class VGTAdapter(Adapter):
     """Drives the reference :class:`VGT` (``mask`` mode: it honours ``video_mask`` exactly) and the
     original sail-sg/VGT class (``bucket`` mode: its clip mean and cross-modal stages cannot hide
@@ -854,23 +866,29 @@ class VGTAdapter(Adapter):
         return x
 
     def encode_text(self, model, inputs: dict):
-        """The reference's text encodings (the original class computes them inside its forward)."""
+        """The text encodings of a step: the reference's own split; for the original class (multiple
+        choice), its candidate encoder (BERT) run once over the batch and served to every view."""
         core = _unwrap(model)
-        if not getattr(core, "honours_video_mask", False):
-            return None
         x = self.fill_derived(inputs)
-        return core.encode_text(x.get("question"), None if self.open_ended else x["answer"])
+        if getattr(core, "honours_video_mask", False):
+            return core.encode_text(x.get("question"), None if self.open_ended else x["answer"])
+        if self.open_ended or not isinstance(getattr(core, "amodel", None), nn.Module) or x["answer"].shape[0] == 1:
+            return None
+        answer_g, answer_w = core.amodel(x["answer"])
+        B = x["answer"].shape[0]
+        return {"served_answer": x["answer"], "answer_g": answer_g, "answer_w": answer_w.view(B, -1, *answer_w.shape[1:])}
 
     def forward(self, model, inputs: dict, text=None) -> ModelOutput:
         x = self.fill_derived(inputs)
         core = _unwrap(model)
         video = (x["video_o"].contiguous(), x["video_f"].contiguous())  # the original .view()s them
-        shared = {} if text is None else {"text": text}
+        shared = {} if text is None or "served_answer" in text else {"text": text}
         if not self.open_ended:
-            fusion_proj, answer_g = model(
-                video, x.get("question"), text_mask=x["text_mask"], video_mask=x["video_mask"],
-                answer=x["answer"], seq_len=x["seq_len"], **shared,
-            )
+            with _answers_served(core, text) if text is not None and "served_answer" in text else contextlib.nullcontext():
+                fusion_proj, answer_g = model(
+                    video, x.get("question"), text_mask=x["text_mask"], video_mask=x["video_mask"],
+                    answer=x["answer"], seq_len=x["seq_len"], **shared,
+                )
             logits = torch.bmm(answer_g, fusion_proj.unsqueeze(2)).squeeze(2)
             return ModelOutput(logits=logits, hypothesis=answer_g)
 

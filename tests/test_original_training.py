@@ -180,3 +180,57 @@ def test_train_asks_the_probe_when_launched_on_several_processes(monkeypatch):
     assert probe_ddp_kwargs(wrapped, rows, collate, config, priors, "qid") == {"find_unused_parameters": False}
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert probe_ddp_kwargs(wrapped, rows, collate, config, priors, "qid") == {"find_unused_parameters": True}
+
+
+def _original_hga():
+    return tiny_hga(OriginalLikeHGA, 0, zero_sum_masking=False), HGAAdapter(), hga_batch(6, 5, 3)
+
+
+def _original_hme():
+    from cases.case_hme import OriginalLikeHME, hme_batch, original_adapter, tiny_hme
+
+    return tiny_hme(OriginalLikeHME, 0), original_adapter(), hme_batch(6, 5, 3)
+
+
+def _original_vgt():
+    from cases.case_vgt import OriginalLikeVGT, tiny_vgt, vgt_batch
+
+    return tiny_vgt(OriginalLikeVGT, 0), sparc.adapters.VGTAdapter(), vgt_batch(6, 5, 3)
+
+
+# (build, the text encoder that actually runs, how many times one forward runs it)
+ORIGINALS = [(_original_hga, lambda m: m.qns_encoder.rnn, 5), (_original_hme, lambda m: m.qns_encoder.rnn, 5),
+             (_original_vgt, lambda m: m.amodel.bert, 1)]
+
+
+@pytest.mark.parametrize("build, encoder, per_forward", ORIGINALS, ids=["hga", "hme", "vgt"])
+def test_the_originals_question_encodings_are_computed_once_and_served_to_every_view(build, encoder, per_forward):
+    """An original class cannot be split, so the adapter runs its text encoder (HGA's and HME's
+    question RNN per candidate, VGT's BERT over the candidates) once over the step's batch and serves
+    each view's rows from it: every view and gradient equals re-encoding per view (float64, eval mode;
+    HGA with the intended masks so the comparison holds on any CPU), and the encoder runs once per step
+    instead of once per view and bucket group."""
+    from helpers import as64, close64
+
+    batch = as64(build()[2])
+    keep = torch.tensor([[1, 0, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1], [1, 1, 0, 1, 0], [0, 1, 0, 0, 0],
+                         [1, 0, 1, 1, 0]], dtype=torch.bool)
+    index = torch.tensor([0, 4, 2, 1, 3, 0])
+    results = {}
+    for share in (True, False):
+        model, adapter, _ = build()
+        model = model.double().eval()
+        calls = []
+        encoder(model).register_forward_hook(lambda *a: calls.append(1))
+        answer = batch[adapter.answer_field]
+        step = sparc.Step(model, adapter, batch, None, answer, 5, keep, share_text=share)
+        views = [step.whole().logits, step.causal().logits, step.single(index).logits]
+        sum(v.sum() for v in views).backward()
+        grads = torch.cat([p.grad.flatten() for _, p in sorted(model.named_parameters()) if p.grad is not None])
+        results[share] = (views, grads, len(calls))
+    for shared, alone in zip(results[True][0], results[False][0]):
+        assert close64(shared, alone)
+    assert close64(results[True][1], results[False][1])
+    # once per step with the memo; per view and bucket group without (whole 1, causal rows in 3
+    # kept-count groups, single 1)
+    assert results[True][2] == per_forward and results[False][2] == per_forward * (1 + 3 + 1)

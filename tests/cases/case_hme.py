@@ -15,8 +15,8 @@ APP, MOTION, HIDDEN, WORDS = 3, 3, 8, 3
 class OriginalLikeHME(HME):
     """Stands in for the original class: no vid_lengths, fails at B == 1 (its ``.squeeze()``) and on
     lengths off the CPU (``pack_padded_sequence``), and leaves ``linear_qns``, ``mm_att.Wvh`` and
-    ``mm_att.Wth`` trainable though its forward never reads them. Outputs otherwise equal the
-    reference's (checked against the real original in tests/test_hme_reference.py's fixture)."""
+    ``mm_att.Wth`` trainable though its forward never reads them, and scores the candidates one at a
+    time, each through the question LSTM. Outputs otherwise equal the reference's (checked against the real original in tests/test_hme_reference.py's fixture)."""
 
     supports_vid_lengths = False
 
@@ -29,7 +29,11 @@ class OriginalLikeHME(HME):
     def forward(self, vid_feats, qas, qas_lengths):
         assert vid_feats.shape[0] > 1, "the original squeezes the batch axis away"
         assert torch.as_tensor(qas_lengths).device.type == "cpu", "pack_padded_sequence needs CPU lengths"
-        return super().forward(vid_feats, qas, qas_lengths)
+        # One candidate at a time, its question through the LSTM at each, as the original's loop runs
+        streams = self.vid_encoder(vid_feats)
+        cand_len = torch.as_tensor(qas_lengths).permute(1, 0)
+        out = torch.stack([self.vq_encoder(streams, qa, cand_len[k]) for k, qa in enumerate(qas.permute(1, 0, 2, 3))], 1)
+        return out, out.argmax(dim=1)
 
 
 def tiny_hme(cls=HME, seed=0):
