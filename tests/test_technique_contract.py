@@ -3,7 +3,6 @@ combined, on every adapter case in tests/cases/ and in every subset mode the cas
 shown failing on a technique with the defect it is about; docs/techniques.md runs as written."""
 
 import dataclasses
-import importlib.util
 import re
 from pathlib import Path
 
@@ -15,21 +14,11 @@ from sparc import contract
 from sparc.contract import check_technique
 
 ROOT = Path(__file__).resolve().parents[1]
-CASE_DIR = ROOT / "tests" / "cases"
 DOC = ROOT / "docs" / "techniques.md"
 
 
-def load_cases():
-    cases = []
-    for path in sorted(CASE_DIR.glob("case_*.py")):
-        spec = importlib.util.spec_from_file_location(f"sparc_technique_contract_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        cases.extend(module.CASES)
-    return cases
+from test_adapter_contract import CASES  # noqa: E402  (tests/ is on sys.path): the same cases
 
-
-CASES = load_cases()
 BY_NAME = {c.name: c for c in CASES}
 
 # alpha = beta = 1: a λ away from 0 and 1, so the mixed batch really differs from both partners.
