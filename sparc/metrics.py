@@ -11,6 +11,10 @@ TGIF-QA (``YunseokJANG/tgif-qa@9ecbbc7:code/gifqa``): accuracy for Action, Trans
 and clamped to 1..10 against ``max(answer, 1)`` (``models/count_base.py``: ``clip_by_value(round(logits),
 1, 10)``; HGA's ``torch.clamp(torch.round(out), 1, 10)`` is the same; HCRN rounds halves up).
 
+MSVD-QA / MSRVTT-QA (Xu et al. 2017's ``run_gra.py``): accuracy over every question of the split,
+``answer_set[prediction] == answer``, so a question whose answer is outside the answer set is wrong;
+per first question word as HQGA's ``eval_oe.py`` reports it (``what, who, how, when, where``).
+
 ATP-hard: the same arithmetic on the subset of NExT-QA val that
 ``StanfordVL/atp-video-language``'s ``atp-hard-ct4.txt`` names by 0-based CSV row (or a list of
 ``video_qid`` keys); its questions are causal and temporal only, so the descriptive groups are absent.
@@ -177,4 +181,30 @@ def tgifqa_metrics(annotations, predictions, task: Optional[str] = None) -> Dict
     return result
 
 
-__all__ = ["nextqa_accuracy", "atp_hard_accuracy", "tgifqa_metrics", "read_nextqa_rows", "NEXTQA_GROUPS"]
+def msqa_accuracy(annotations, predictions, answers: Optional[List[str]] = None) -> Dict[str, float]:
+    """MSVD-QA / MSRVTT-QA accuracy (percent): ``overall`` and per first question word. ``annotations``:
+    a ``{split}_qa.json`` or its table (:func:`sparc.data.msqa.read_msqa_table`); ``predictions``
+    ``{qid: answer word}``, or ``{qid: index}`` into ``answers`` (the answer set the model scores)."""
+    from sparc.data.msqa import QUESTION_WORDS, read_msqa_table
+
+    table = read_msqa_table(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
+    source = str(predictions) if isinstance(predictions, (str, os.PathLike)) else "predictions"
+    preds = _read_predictions(predictions)
+    right = []
+    for qid, answer in zip(table["qid"], table["answer"]):
+        predicted = _prediction(preds, qid, source)
+        if not isinstance(predicted, str):
+            if answers is None:
+                raise ValueError(f"{source}: question {qid} has an index prediction; pass answers= (the answer set)")
+            predicted = answers[int(predicted)]
+        right.append(predicted == answer)
+    result = {"overall": 100.0 * sum(right) / len(right)}
+    for word in QUESTION_WORDS:
+        of_word = [r for r, w in zip(right, table["question_word"]) if w == word]
+        if of_word:
+            result[word] = 100.0 * sum(of_word) / len(of_word)
+    return result
+
+
+__all__ = ["nextqa_accuracy", "atp_hard_accuracy", "tgifqa_metrics", "msqa_accuracy", "read_nextqa_rows",
+           "NEXTQA_GROUPS"]
