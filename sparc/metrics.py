@@ -15,6 +15,10 @@ MSVD-QA / MSRVTT-QA (Xu et al. 2017's ``run_gra.py``): accuracy over every quest
 ``answer_set[prediction] == answer``, so a question whose answer is outside the answer set is wrong;
 per first question word as HQGA's ``eval_oe.py`` reports it (``what, who, how, when, where``).
 
+DramaQA (``DramaQAChallenge2020:code/scripts/eval_submission.py``): accuracy per difficulty
+(``q_level_logic`` 1-4) and ``total`` over every question (micro, not the starter code's mean of
+per-batch means).
+
 ATP-hard: the same arithmetic on the subset of NExT-QA val that
 ``StanfordVL/atp-video-language``'s ``atp-hard-ct4.txt`` names by 0-based CSV row (or a list of
 ``video_qid`` keys); its questions are causal and temporal only, so the descriptive groups are absent.
@@ -206,5 +210,30 @@ def msqa_accuracy(annotations, predictions, answers: Optional[List[str]] = None)
     return result
 
 
-__all__ = ["nextqa_accuracy", "atp_hard_accuracy", "tgifqa_metrics", "msqa_accuracy", "read_nextqa_rows",
-           "NEXTQA_GROUPS"]
+def dramaqa_accuracy(annotations, predictions) -> Dict[str, float]:
+    """DramaQA accuracy (percent) per difficulty ``level_1`` .. ``level_4`` and ``total``.
+    ``annotations``: a split JSON with ``correct_idx`` or its table
+    (:func:`sparc.data.dramaqa.read_dramaqa_table`); ``predictions`` ``{qid: index}`` or the submission
+    layout ``{qid: {"correct_idx": index}}``."""
+    from sparc.data.dramaqa import LEVELS, read_dramaqa_table
+
+    table = read_dramaqa_table(annotations) if isinstance(annotations, (str, os.PathLike)) else annotations
+    source = str(predictions) if isinstance(predictions, (str, os.PathLike)) else "predictions"
+    preds = _read_predictions(predictions)
+    right = {level: [] for level in LEVELS}
+    for qid, answer, level in zip(table["qid"], table["answer"], table["level"]):
+        if answer < 0:
+            raise ValueError(f"question {qid} has no correct_idx (the test split is scored by the organisers)")
+        value = preds.get(qid)
+        if value is None:
+            raise ValueError(f"{source}: no prediction for question {qid}")
+        predicted = value["correct_idx"] if isinstance(value, Mapping) else value
+        right[level].append(int(predicted) == answer)
+    result = {f"level_{level}": 100.0 * sum(r) / len(r) for level, r in right.items() if r}
+    every = [x for r in right.values() for x in r]
+    result["total"] = 100.0 * sum(every) / len(every)
+    return result
+
+
+__all__ = ["nextqa_accuracy", "atp_hard_accuracy", "tgifqa_metrics", "msqa_accuracy", "dramaqa_accuracy",
+           "read_nextqa_rows", "NEXTQA_GROUPS"]
