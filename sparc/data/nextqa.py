@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from sparc.metrics import NEXTQA_TYPES
+from sparc.metrics.nextqa import NEXTQA_TYPES
 
 PathLike = Union[str, os.PathLike]
 CANDIDATES = 5
