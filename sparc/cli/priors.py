@@ -42,9 +42,17 @@ def _priors_stats(args) -> int:
     try:
         store, answers, by = _open_priors(args)
         stats = prior_stats(store, answers, args.thresholds, by=by)
+        if args.grounding:
+            from sparc.grounding import format_grounding, prior_grounding, read_nextgqa
+
+            stats["grounding"] = prior_grounding(store, answers, read_nextgqa(args.grounding), args.thresholds, by=by)
     except (ValueError, KeyError, TypeError, OSError) as e:
         return fail("priors-stats", e)
     print(format_table(stats))
+    if args.grounding:
+        print(f"\ngrounding of the selected frames against {args.grounding} "
+              f"({stats['grounding']['questions']} questions; percent):")
+        print(format_grounding(stats["grounding"]))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(stats, f, indent=1)
@@ -99,6 +107,9 @@ def add_subcommands(sub) -> None:
     stats.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7], metavar="T",
                        help="selection thresholds (default: 0.3 0.5 0.7)")
     stats.add_argument("--json", default=None, metavar="OUT", help="also write the statistics as JSON here")
+    stats.add_argument("--grounding", default=None, metavar="FILE",
+                       help="human time spans (NExT-GQA's gsub_{val,test}.json): also report how well the selected "
+                            "frames ground each question (IoU/IoP per threshold and group)")
     stats.set_defaults(func=_priors_stats)
 
     viz = sub.add_parser("viz-priors", help="one PNG per question of P[frame, answer] and an index.html",
