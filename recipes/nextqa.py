@@ -1,0 +1,181 @@
+"""NExT-QA with SpARC: train HGA on the released features, evaluate with the official metric.
+
+    python recipes/nextqa.py --data DATA --priors PRIORS/train --output runs/nextqa-hga
+    accelerate launch recipes/nextqa.py --data DATA --priors PRIORS/train --output runs/nextqa-hga
+    python recipes/nextqa.py --smoke                   # end to end on generated data, under a minute
+
+``DATA`` holds the files doc-doc/NExT-QA's loaders read: ``nextqa/{train,val}.csv``,
+``vid_feat/app_mot_{split}.h5`` and ``qas_bert/bert_ft_{split}.h5``. ``PRIORS`` is the teacher's store
+for the train split (``sparc extract-priors``, docs/teachers.md). Hyperparameters come from
+``recipes/nextqa_hga.json`` (each with its source); flags override them. A killed run resumes from its
+newest checkpoint when started again with the same ``--output``. The results (the official
+``eval_mc.py`` numbers on val, the training curve, the configuration) go to ``OUTPUT/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+TECHNIQUES = ("plain", "sparc", "sparc+tgm")
+
+
+def build_hga(model_config: dict, seed: int):
+    from sparc.adapters.hga import HGA, EncoderQns, EncoderVidHGA
+
+    torch.manual_seed(seed)
+    m = model_config
+    vid = EncoderVidHGA(dim_vid=m["dim_vid"], dim_hidden=m["hidden"], input_dropout_p=m["dropout"])
+    qns = EncoderQns(dim_embed=m["word_dim"], dim_hidden=m["hidden"], vocab_size=1, glove_embed=None, use_bert=True,
+                     input_dropout_p=m["dropout"])
+    return HGA(vid, qns, block_kwargs=dict(m["block"]))
+
+
+def techniques_for(name: str, config: dict):
+    import sparc
+
+    if name == "plain":
+        return []
+    made = [sparc.TemporalGuidance(threshold=config["threshold"], consistency_weight=config["consistency_weight"]),
+            sparc.SpatialDistillation(weight=config["spatial_weight"])]
+    if name == "sparc+tgm":
+        made.append(sparc.TemporalGuidedMixup(alpha=config["mixup"]["alpha"], beta=config["mixup"]["beta"]))
+    return made
+
+
+def write_smoke_data(root: Path, questions: int = 24, videos: int = 6, seed: int = 0) -> Path:
+    """A tiny NExT-QA in the released layout: CSVs with every column, features in the real keys and
+    shapes (random values), and a teacher store for train whose priors favour frames 4-7."""
+    import h5py
+    import numpy as np
+
+    from sparc.priors import PriorStore
+
+    g = np.random.default_rng(seed)
+    types = ["CW", "CH", "TN", "TC", "TP", "DC", "DL", "DO"]
+    (root / "nextqa").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        vids = [str(4000000000 + (0 if split == "train" else 100) + v) for v in range(videos)]
+        rows = [(vids[i % videos], str(i), types[i % len(types)], int(g.integers(5))) for i in range(questions)]
+        lines = ["video,frame_count,width,height,question,answer,qid,type,a0,a1,a2,a3,a4"]
+        lines += [f"{v},300,640,480,what happens {q},{a},{q},{t},a,b,c,d,e" for v, q, t, a in rows]
+        (root / "nextqa" / f"{split}.csv").write_text("\n".join(lines) + "\n")
+        (root / "vid_feat").mkdir(exist_ok=True)
+        with h5py.File(root / "vid_feat" / f"app_mot_{split}.h5", "w") as f:
+            f["ids"] = np.array([int(v) for v in vids])
+            f["feat"] = g.standard_normal((videos, 16, 4096), dtype=np.float32)
+        (root / "qas_bert").mkdir(exist_ok=True)
+        qas = g.standard_normal((questions, 5, 37, 768), dtype=np.float32)
+        qas[:, :, 30:] = 0.0
+        with h5py.File(root / "qas_bert" / f"bert_ft_{split}.h5", "w") as f:
+            f["feat"] = qas
+        if split == "train":
+            probs = np.full((questions, 16, 5), 0.1 / 4, dtype=np.float32)
+            for n, (_, _, _, a) in enumerate(rows):
+                probs[n, :, a] = 0.3
+                probs[n, 4:8, a] = 0.9
+                probs[n] /= probs[n].sum(axis=1, keepdims=True)
+            PriorStore.from_arrays(root / "priors-train", [f"{v}_{q}" for v, q, _, _ in rows], probs)
+    return root
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="folder with nextqa/{train,val}.csv, vid_feat/, qas_bert/")
+    p.add_argument("--priors", help="the teacher's prior store for the train split")
+    p.add_argument("--output", help="run folder: checkpoints, logs, results.json")
+    p.add_argument("--backbone", default="hga", choices=("hga",))
+    p.add_argument("--techniques", default="sparc+tgm", choices=TECHNIQUES, help="plain, sparc (+T+S) or sparc+tgm (+T+S+TGM, the paper's)")
+    p.add_argument("--config", default=str(HERE / "nextqa_hga.json"))
+    p.add_argument("--epochs", type=int), p.add_argument("--batch-size", type=int), p.add_argument("--lr", type=float)
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--smoke", action="store_true", help="generate a tiny dataset in the released layout and run on it")
+    args = p.parse_args(argv)
+
+    config = json.loads(Path(args.config).read_text())
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr)):
+        if value is not None:
+            config[key] = value
+    if args.smoke:   # small everything: the pipeline, not the numbers
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if args.output is None:
+            if processes > 1:
+                p.error("--smoke on several processes needs --output (a folder they share)")
+            args.output = tempfile.mkdtemp(prefix="sparc-nextqa-smoke-")
+        data = Path(args.output) / "smoke-data"
+        ready = data / "READY"
+        if int(os.environ.get("RANK", "0")) == 0:
+            if not ready.exists():
+                write_smoke_data(data)
+                ready.write_text("ok\n")
+        else:   # the other processes wait for the first to write the data (before any process group exists)
+            import time
+
+            for _ in range(600):
+                if ready.exists():
+                    break
+                time.sleep(0.1)
+        args.data, args.priors = str(data), str(data / "priors-train")
+        args.num_workers = 0
+        config.update(epochs=2, batch_size=8)
+        config["model"] = dict(config["model"], hidden=8, word_dim=8, block={"mm_dim": 8, "chunks": 2, "rank": 2})
+    missing = [name for name in ("data", "priors", "output") if getattr(args, name) is None]
+    if missing:
+        p.error(f"--{missing[0]} is required (or --smoke)")
+
+    import sparc
+    from sparc.adapters import HGAAdapter
+    from sparc.data.nextqa import NExTQA, collate_nextqa
+    from sparc.metrics import nextqa_accuracy
+    from sparc.priors import PriorStore
+    from sparc.train import TrainConfig, train
+
+    data = Path(args.data)
+    tables = Path(args.output) / "tables"     # the CSVs as Arrow tables, cached beside the run
+    split = lambda name: NExTQA(data / "nextqa" / f"{name}.csv", data / "vid_feat" / f"app_mot_{name}.h5",
+                                data / "qas_bert" / f"bert_ft_{name}.h5", cache_dir=tables / name)
+    train_set, val_set = split("train"), split("val")
+    priors = PriorStore.open(args.priors) if args.techniques != "plain" else None
+    model = sparc.wrap(build_hga(config["model"], args.seed), HGAAdapter(), techniques_for(args.techniques, config))
+    train_config = TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"], eval_batch_size=config["batch_size"],
+                               lr=config["lr"], seed=args.seed, output_dir=args.output, num_workers=args.num_workers,
+                               max_steps=args.max_steps, progress=not args.smoke, log_with=None if args.smoke else "auto")
+    result = train(model, train_set, collate_nextqa, train_config, eval_set=val_set, priors=priors)
+
+    from accelerate import PartialState
+
+    report = {}
+    if PartialState().is_main_process:
+        answers = val_set.table["answer"]
+        predictions = {key: {"prediction": int(pred), "answer": int(answer)}
+                       for key, pred, answer in zip(val_set.table["key"], result.predictions.tolist(), answers)}
+        report = {"benchmark": "NExT-QA val", "backbone": args.backbone, "techniques": args.techniques,
+                  "metrics": nextqa_accuracy(data / "nextqa" / "val.csv", predictions),
+                  "eval_history": result.eval_history, "global_step": result.global_step, "config": config,
+                  "command": sys.argv, "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                                                    "platform": platform.platform()}}
+        os.makedirs(args.output, exist_ok=True)
+        with open(Path(args.output) / "predictions.json", "w") as f:
+            json.dump(predictions, f)
+        with open(Path(args.output) / "results.json", "w") as f:
+            json.dump(report, f, indent=1)
+        print(json.dumps(report["metrics"], indent=1))
+        print(f"wrote {Path(args.output) / 'results.json'}")
+    from sparc.cli import end_process_group
+
+    end_process_group()
+    return report
+
+
+if __name__ == "__main__":
+    main()
