@@ -1,13 +1,16 @@
-"""NExT-QA with SpARC: train HGA on the released features, evaluate with the official metric.
+"""NExT-QA with SpARC: train HGA or VGT on the released features, evaluate with the official metric.
 
     python recipes/nextqa.py --data DATA --priors PRIORS/train --output runs/nextqa-hga
     accelerate launch recipes/nextqa.py --data DATA --priors PRIORS/train --output runs/nextqa-hga
-    python recipes/nextqa.py --smoke                   # end to end on generated data, under a minute
+    python recipes/nextqa.py --backbone vgt --bert BERT_DIR --data DATA --priors PRIORS/train --output runs/nextqa-vgt
+    python recipes/nextqa.py --smoke [--backbone vgt]  # end to end on generated data, under a minute
 
-``DATA`` holds the files doc-doc/NExT-QA's loaders read: ``nextqa/{train,val}.csv``,
-``vid_feat/app_mot_{split}.h5`` and ``qas_bert/bert_ft_{split}.h5``. ``PRIORS`` is the teacher's store
-for the train split (``sparc extract-priors``, docs/teachers.md). Hyperparameters come from
-``recipes/nextqa_hga.json`` (each with its source); flags override them. A killed run resumes from its
+``DATA`` holds ``nextqa/{train,val}.csv`` and the features the backbone's public code reads: for HGA
+(doc-doc/NExT-QA) ``vid_feat/app_mot_{split}.h5`` and ``qas_bert/bert_ft_{split}.h5``; for VGT
+(sail-sg/VGT) ``region_feat_n/acregion_8c20b_{split}.h5`` and ``frame_feat/app_feat_{split}.h5``, with
+``BERT_DIR`` a local BERT (config, weights, vocab.txt). ``PRIORS`` is the teacher's store for the
+train split, over the backbone's frames (``sparc extract-priors``, docs/teachers.md). Hyperparameters
+come from ``recipes/nextqa_{backbone}.json`` (each with its source); flags override them. A killed run resumes from its
 newest checkpoint when started again with the same ``--output``. The results (the official
 ``eval_mc.py`` numbers on val, the training curve, the configuration) go to ``OUTPUT/results.json``.
 """
@@ -39,6 +42,16 @@ def build_hga(model_config: dict, seed: int):
     return HGA(vid, qns, block_kwargs=dict(m["block"]))
 
 
+def build_vgt(model_config: dict, seed: int, bert, vocab_size: int):
+    from sparc.adapters.vgt import VGT
+
+    torch.manual_seed(seed)
+    m = model_config
+    return VGT(bert_tokenizer=vocab_size, feature_dim=m["feature_dim"], N=m["N"], h=m["h"], d_model=m["d_model"],
+               d_ff=m["d_ff"], dropout=m["dropout"], Q=0, T=32, vocab_size=vocab_size, bnum=m["bnum"],
+               dataset="nextqa", bert_config=bert)
+
+
 def techniques_for(name: str, config: dict):
     import sparc
 
@@ -52,8 +65,9 @@ def techniques_for(name: str, config: dict):
 
 
 def write_smoke_data(root: Path, questions: int = 24, videos: int = 6, seed: int = 0) -> Path:
-    """A tiny NExT-QA in the released layout: CSVs with every column, features in the real keys and
-    shapes (random values), and a teacher store for train whose priors favour frames 4-7."""
+    """A tiny NExT-QA in the released layouts: CSVs with every column, both backbones' features in the
+    real keys and shapes (random values), a tiny local BERT for VGT, and teacher stores for train whose
+    priors favour the middle frames (16 for HGA's clips, 8 for VGT's)."""
     import h5py
     import numpy as np
 
@@ -77,13 +91,32 @@ def write_smoke_data(root: Path, questions: int = 24, videos: int = 6, seed: int
         qas[:, :, 30:] = 0.0
         with h5py.File(root / "qas_bert" / f"bert_ft_{split}.h5", "w") as f:
             f["feat"] = qas
+        (root / "region_feat_n").mkdir(exist_ok=True)
+        with h5py.File(root / "region_feat_n" / f"acregion_8c20b_{split}.h5", "w") as f:
+            f["ids"] = np.array([int(v) for v in vids])
+            f["feat"] = g.standard_normal((videos, 8, 4, 20, 2048), dtype=np.float32)
+            corners = np.sort(g.uniform(0, 400, size=(videos, 8, 4, 20, 4)), axis=-1)
+            f["bbox"] = corners[..., [0, 2, 1, 3]]                     # x1 <= x2, y1 <= y2
+        (root / "frame_feat").mkdir(exist_ok=True)
+        with h5py.File(root / "frame_feat" / f"app_feat_{split}.h5", "w") as f:
+            f["ids"] = np.array([int(v) for v in vids])
+            f["resnet_features"] = g.standard_normal((videos, 8, 4, 2048), dtype=np.float32)
         if split == "train":
-            probs = np.full((questions, 16, 5), 0.1 / 4, dtype=np.float32)
-            for n, (_, _, _, a) in enumerate(rows):
-                probs[n, :, a] = 0.3
-                probs[n, 4:8, a] = 0.9
-                probs[n] /= probs[n].sum(axis=1, keepdims=True)
-            PriorStore.from_arrays(root / "priors-train", [f"{v}_{q}" for v, q, _, _ in rows], probs)
+            for name, T in (("priors-train", 16), ("priors-train-vgt", 8)):
+                probs = np.full((questions, T, 5), 0.1 / 4, dtype=np.float32)
+                for n, (_, _, _, a) in enumerate(rows):
+                    probs[n, :, a] = 0.3
+                    probs[n, T // 4:T // 2, a] = 0.9
+                    probs[n] /= probs[n].sum(axis=1, keepdims=True)
+                PriorStore.from_arrays(root / name, [f"{v}_{q}" for v, q, _, _ in rows], probs)
+    bert = root / "bert"
+    bert.mkdir(exist_ok=True)
+    words = ["what", "happens", "a", "b", "c", "d", "e"] + [str(i) for i in range(questions)]
+    vocab = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 16,
+                                                  "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                  "intermediate_size": 16, "max_position_embeddings": 64}))
     return root
 
 
@@ -92,9 +125,10 @@ def main(argv=None) -> dict:
     p.add_argument("--data", help="folder with nextqa/{train,val}.csv, vid_feat/, qas_bert/")
     p.add_argument("--priors", help="the teacher's prior store for the train split")
     p.add_argument("--output", help="run folder: checkpoints, logs, results.json")
-    p.add_argument("--backbone", default="hga", choices=("hga",))
+    p.add_argument("--backbone", default="hga", choices=("hga", "vgt"))
+    p.add_argument("--bert", help="VGT: a local BERT directory (config.json, weights, vocab.txt)")
     p.add_argument("--techniques", default="sparc+tgm", choices=TECHNIQUES, help="plain, sparc (+T+S) or sparc+tgm (+T+S+TGM, the paper's)")
-    p.add_argument("--config", default=str(HERE / "nextqa_hga.json"))
+    p.add_argument("--config", default=None, help="hyperparameters (default: recipes/nextqa_BACKBONE.json)")
     p.add_argument("--epochs", type=int), p.add_argument("--batch-size", type=int), p.add_argument("--lr", type=float)
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
     p.add_argument("--seed", type=int, default=0)
@@ -102,7 +136,7 @@ def main(argv=None) -> dict:
     p.add_argument("--smoke", action="store_true", help="generate a tiny dataset in the released layout and run on it")
     args = p.parse_args(argv)
 
-    config = json.loads(Path(args.config).read_text())
+    config = json.loads(Path(args.config or HERE / f"nextqa_{args.backbone}.json").read_text())
     for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr)):
         if value is not None:
             config[key] = value
@@ -125,32 +159,53 @@ def main(argv=None) -> dict:
                 if ready.exists():
                     break
                 time.sleep(0.1)
-        args.data, args.priors = str(data), str(data / "priors-train")
+        args.data = str(data)
+        args.priors = str(data / ("priors-train" if args.backbone == "hga" else "priors-train-vgt"))
+        args.bert = str(data / "bert")
         args.num_workers = 0
         config.update(epochs=2, batch_size=8)
-        config["model"] = dict(config["model"], hidden=8, word_dim=8, block={"mm_dim": 8, "chunks": 2, "rank": 2})
-    missing = [name for name in ("data", "priors", "output") if getattr(args, name) is None]
+        if args.backbone == "hga":
+            config["model"] = dict(config["model"], hidden=8, word_dim=8, block={"mm_dim": 8, "chunks": 2, "rank": 2})
+        else:
+            config["model"] = dict(config["model"], h=2, d_model=16, d_ff=16, dropout=0.0)
+    missing = [name for name in ("data", "priors", "output") + (("bert",) if args.backbone == "vgt" else ())
+               if getattr(args, name) is None]
     if missing:
         p.error(f"--{missing[0]} is required (or --smoke)")
 
     import sparc
-    from sparc.adapters import HGAAdapter
-    from sparc.data.nextqa import NExTQA, collate_nextqa
+    from sparc.adapters import HGAAdapter, VGTAdapter
     from sparc.metrics import nextqa_accuracy
     from sparc.priors import PriorStore
     from sparc.train import TrainConfig, train
 
     data = Path(args.data)
     tables = Path(args.output) / "tables"     # the CSVs as Arrow tables, cached beside the run
-    split = lambda name: NExTQA(data / "nextqa" / f"{name}.csv", data / "vid_feat" / f"app_mot_{name}.h5",
-                                data / "qas_bert" / f"bert_ft_{name}.h5", cache_dir=tables / name)
+    if args.backbone == "hga":
+        from sparc.data.nextqa import NExTQA, collate_nextqa as collate
+
+        split = lambda name: NExTQA(data / "nextqa" / f"{name}.csv", data / "vid_feat" / f"app_mot_{name}.h5",
+                                    data / "qas_bert" / f"bert_ft_{name}.h5", cache_dir=tables / name)
+        backbone, adapter = build_hga(config["model"], args.seed), HGAAdapter()
+    else:
+        from transformers import BertTokenizer
+
+        from sparc.data.nextqa_vgt import NExTQAVGT, collate_nextqa_vgt as collate
+
+        tokenizer = BertTokenizer.from_pretrained(args.bert, local_files_only=True)
+        split = lambda name: NExTQAVGT(data / "nextqa" / f"{name}.csv",
+                                       data / "region_feat_n" / f"acregion_8c20b_{name}.h5",
+                                       data / "frame_feat" / f"app_feat_{name}.h5", tokenizer,
+                                       amax_words=config["model"]["amax_words"], bnum=config["model"]["bnum"],
+                                       cache_dir=tables / name)
+        backbone, adapter = build_vgt(config["model"], args.seed, args.bert, len(tokenizer)), VGTAdapter()
     train_set, val_set = split("train"), split("val")
     priors = PriorStore.open(args.priors) if args.techniques != "plain" else None
-    model = sparc.wrap(build_hga(config["model"], args.seed), HGAAdapter(), techniques_for(args.techniques, config))
+    model = sparc.wrap(backbone, adapter, techniques_for(args.techniques, config))
     train_config = TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"], eval_batch_size=config["batch_size"],
                                lr=config["lr"], seed=args.seed, output_dir=args.output, num_workers=args.num_workers,
                                max_steps=args.max_steps, progress=not args.smoke, log_with=None if args.smoke else "auto")
-    result = train(model, train_set, collate_nextqa, train_config, eval_set=val_set, priors=priors)
+    result = train(model, train_set, collate, train_config, eval_set=val_set, priors=priors)
 
     from accelerate import PartialState
 

@@ -26,6 +26,13 @@ def test_nextqa_smoke_writes_the_official_metrics(tmp_path):
     assert results["global_step"] == 6                                  # 2 epochs x 24 questions / batch 8
 
 
+def test_nextqa_vgt_smoke(tmp_path):
+    run("--smoke", "--backbone", "vgt", "--output", str(tmp_path / "run"))
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert list(results["metrics"]) == KEYS and results["backbone"] == "vgt"
+    assert results["config"]["lr"] == 1e-5                            # SpARC Table 6's VGT row
+
+
 def test_nextqa_resumes_where_it_stopped(tmp_path):
     run("--smoke", "--output", str(tmp_path / "whole"))
     run("--smoke", "--output", str(tmp_path / "stopped"), "--max-steps", "3")   # killed after epoch 1's checkpoint
