@@ -11,7 +11,7 @@
   filtered before that lookup, so the reader never does either. A candidate's length is the original's
   ``nozero_row``: the index of its first token row whose features *sum* to 0.
 
-HDF5 files are opened lazily in each process (a DataLoader worker opens its own handle).
+HDF5 files are opened lazily in each process (:class:`sparc.data.hdf5.LazyH5`).
 """
 
 from __future__ import annotations
@@ -23,19 +23,12 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from sparc.data.hdf5 import LazyH5
 from sparc.metrics.nextqa import NEXTQA_TYPES
 
 PathLike = Union[str, os.PathLike]
 CANDIDATES = 5
 REQUIRED = ("question", "answer", "qid", "type") + tuple(f"a{k}" for k in range(CANDIDATES))
-
-
-def _import_h5py():
-    try:
-        import h5py
-    except ImportError:
-        raise ImportError("reading NExT-QA's HDF5 features needs h5py: pip install 'sparc-videoqa[h5]'") from None
-    return h5py
 
 
 def read_nextqa_table(annotations_csv: PathLike, cache_dir: Optional[PathLike] = None):
@@ -94,35 +87,18 @@ class NExTQA(torch.utils.data.Dataset):
         self.annotations = Path(annotations_csv)
         self.video_features = None if video_features is None else Path(video_features)
         self.text_features = None if text_features is None else Path(text_features)
-        self._files: Dict[str, object] = {}
-        self._pid = None
-        self._video_index: Optional[Dict[str, int]] = None
+        self._h5 = LazyH5()
         if self.video_features is not None or self.text_features is not None:
             self._check_features()
 
     def __len__(self) -> int:
         return len(self.table)
 
-    # ---- the HDF5 files, one handle per process ----------------------------------------------------
-    def _file(self, path: Path):
-        if self._pid != os.getpid():
-            self._files, self._pid = {}, os.getpid()
-        if str(path) not in self._files:
-            self._files[str(path)] = _import_h5py().File(path, "r")
-        return self._files[str(path)]
-
     def _dataset(self, path: Path, name: str):
-        f = self._file(path)
-        if name not in f:
-            raise ValueError(f"{path}: no dataset {name!r} (has {sorted(f.keys())}) (field: {name})")
-        return f[name]
+        return self._h5.dataset(path, name)
 
     def _videos(self) -> Dict[str, int]:
-        if self._video_index is None:
-            ids = self._dataset(self.video_features, "ids")[()]
-            names = [i.decode() if isinstance(i, bytes) else str(i) for i in ids.tolist()]
-            self._video_index = {name: n for n, name in enumerate(names)}
-        return self._video_index
+        return self._h5.ids(self.video_features)
 
     def _check_features(self) -> None:
         """Every question's video is in the video file and the text file has one entry per CSV row,

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from sparc.data.hdf5 import LazyH5
 from sparc.data.nextqa import read_nextqa_table
 
 PathLike = Union[str, os.PathLike]
@@ -47,9 +48,7 @@ class NExTQAVGT(torch.utils.data.Dataset):
         self.tokenizer, self.amax_words, self.bnum = tokenizer, amax_words, bnum
         columns = self.table.column_names
         self._size = ("width" in columns and "height" in columns)
-        self._files: Dict[str, object] = {}
-        self._pid = None
-        self._index: Dict[str, Dict[str, int]] = {}
+        self._h5 = LazyH5()
         for path, name in ((self.region_features, "feat"), (self.frame_features, "resnet_features")):
             index = self._ids(path)
             for row, (video, key) in enumerate(zip(self.table["video"], self.table["key"])):
@@ -62,26 +61,11 @@ class NExTQAVGT(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.table)
 
-    def _file(self, path: Path):
-        if self._pid != os.getpid():
-            self._files, self._pid = {}, os.getpid()
-        if str(path) not in self._files:
-            import h5py
-
-            self._files[str(path)] = h5py.File(path, "r")
-        return self._files[str(path)]
-
     def _dataset(self, path: Path, name: str):
-        f = self._file(path)
-        if name not in f:
-            raise ValueError(f"{path}: no dataset {name!r} (has {sorted(f.keys())}) (field: {name})")
-        return f[name]
+        return self._h5.dataset(path, name)
 
     def _ids(self, path: Path) -> Dict[str, int]:
-        if str(path) not in self._index:
-            ids = self._dataset(path, "ids")[()].tolist()
-            self._index[str(path)] = {(i.decode() if isinstance(i, bytes) else str(i)): n for n, i in enumerate(ids)}
-        return self._index[str(path)]
+        return self._h5.ids(path)
 
     def __getitem__(self, i: int) -> dict:
         row = self.table[int(i)]
