@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict
 
 from sparc.misfocus import (SYNTHETIC_EDITS, default_group, format_misfocus_table, store_misfocus, synthetic_misfocus,
@@ -10,6 +9,7 @@ from sparc.misfocus import (SYNTHETIC_EDITS, default_group, format_misfocus_tabl
 from sparc.cli.arguments import (add_frame_arguments, add_teacher_arguments, frame_source_from_args, positive_int,
                                  questions_from_args, teacher_from_args)
 from sparc.cli.errors import report_errors
+from sparc.cli.output import write_json_result
 
 
 def add_subcommands(sub) -> None:
@@ -52,10 +52,7 @@ def _run(args) -> int:
     result = _dispatch(args)
     print(format_misfocus_table(result))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        write_json_result(args.json, result)
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Optional
 from sparc.cli.arguments import (add_frame_arguments, add_teacher_arguments, frame_source_from_args, positive_int,
                                  questions_from_args, teacher_from_args)
 from sparc.cli.errors import fail, report_errors
+from sparc.cli.output import write_json_result
 
 
 def _open_priors(args):
@@ -35,8 +36,6 @@ def _open_priors(args):
 
 
 def _priors_stats(args) -> int:
-    import json
-
     from sparc.prior_tools import format_table, prior_stats
 
     try:
@@ -54,10 +53,7 @@ def _priors_stats(args) -> int:
               f"({stats['grounding']['questions']} questions; percent):")
         print(format_grounding(stats["grounding"]))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(stats, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        write_json_result(args.json, stats)
     return 0
 
 

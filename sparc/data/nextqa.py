@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from sparc.data.collate import stack_items
 from sparc.data.hdf5 import LazyH5
 from sparc.metrics.nextqa import NEXTQA_TYPES
 
@@ -134,16 +135,7 @@ class NExTQA(torch.utils.data.Dataset):
 
 def collate_nextqa(items: List[dict]) -> dict:
     """Stack :class:`NExTQA` items into one batch (tensors stacked, ids and types as lists)."""
-    batch = {}
-    for name in items[0]:
-        values = [item[name] for item in items]
-        if torch.is_tensor(values[0]):
-            batch[name] = torch.stack(values)
-        elif name in ("answer", "index"):
-            batch[name] = torch.tensor(values)
-        else:
-            batch[name] = values
-    return batch
+    return stack_items(items, labels=("answer", "index"))
 
 
 __all__ = ["NExTQA", "collate_nextqa", "read_nextqa_table", "candidate_lengths"]

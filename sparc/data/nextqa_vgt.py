@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
+from sparc.data.collate import stack_items
 from sparc.data.hdf5 import LazyH5
 from sparc.data.nextqa import read_nextqa_table
 
@@ -88,19 +89,7 @@ class NExTQAVGT(torch.utils.data.Dataset):
 
 def collate_nextqa_vgt(items: List[dict]) -> dict:
     """Stack items, the candidate tokens zero-padded to the batch's longest (VGT's ``videoqa_collate_fn``)."""
-    width = max(item["answer"].shape[1] for item in items)
-    batch = {}
-    for name in items[0]:
-        values = [item[name] for item in items]
-        if name == "answer":
-            batch[name] = torch.stack([torch.nn.functional.pad(v, (0, width - v.shape[1])) for v in values])
-        elif torch.is_tensor(values[0]):
-            batch[name] = torch.stack(values)
-        elif name in ("answer_id", "index"):
-            batch[name] = torch.tensor(values)
-        else:
-            batch[name] = values
-    return batch
+    return stack_items(items, labels=("answer_id", "index"), ragged=("answer",))
 
 
 __all__ = ["NExTQAVGT", "collate_nextqa_vgt", "box_features"]
