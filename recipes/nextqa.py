@@ -17,18 +17,15 @@ newest checkpoint when started again with the same ``--output``. The results (th
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from sparc.recipe import (load_config, open_priors, recipe_parser, require, smoke_data, sparc_techniques,
+                          train_config, write_results)
+
 HERE = Path(__file__).resolve().parent
-TECHNIQUES = ("plain", "sparc", "sparc+tgm")
 
 
 def build_hga(model_config: dict, seed: int):
@@ -50,18 +47,6 @@ def build_vgt(model_config: dict, seed: int, bert, vocab_size: int):
     return VGT(bert_tokenizer=vocab_size, feature_dim=m["feature_dim"], N=m["N"], h=m["h"], d_model=m["d_model"],
                d_ff=m["d_ff"], dropout=m["dropout"], Q=0, T=32, vocab_size=vocab_size, bnum=m["bnum"],
                dataset="nextqa", bert_config=bert)
-
-
-def techniques_for(name: str, config: dict):
-    import sparc
-
-    if name == "plain":
-        return []
-    made = [sparc.TemporalGuidance(threshold=config["threshold"], consistency_weight=config["consistency_weight"]),
-            sparc.SpatialDistillation(weight=config["spatial_weight"])]
-    if name == "sparc+tgm":
-        made.append(sparc.TemporalGuidedMixup(alpha=config["mixup"]["alpha"], beta=config["mixup"]["beta"]))
-    return made
 
 
 def write_smoke_data(root: Path, questions: int = 24, videos: int = 6, seed: int = 0) -> Path:
@@ -121,63 +106,27 @@ def write_smoke_data(root: Path, questions: int = 24, videos: int = 6, seed: int
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="folder with nextqa/{train,val}.csv, vid_feat/, qas_bert/")
-    p.add_argument("--priors", help="the teacher's prior store for the train split")
-    p.add_argument("--output", help="run folder: checkpoints, logs, results.json")
+    p = recipe_parser(__doc__, data_help="folder with nextqa/{train,val}.csv and the backbone's features")
     p.add_argument("--backbone", default="hga", choices=("hga", "vgt"))
     p.add_argument("--bert", help="VGT: a local BERT directory (config.json, weights, vocab.txt)")
-    p.add_argument("--techniques", default="sparc+tgm", choices=TECHNIQUES, help="plain, sparc (+T+S) or sparc+tgm (+T+S+TGM, the paper's)")
-    p.add_argument("--config", default=None, help="hyperparameters (default: recipes/nextqa_BACKBONE.json)")
-    p.add_argument("--epochs", type=int), p.add_argument("--batch-size", type=int), p.add_argument("--lr", type=float)
-    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--smoke", action="store_true", help="generate a tiny dataset in the released layout and run on it")
     args = p.parse_args(argv)
 
-    config = json.loads(Path(args.config or HERE / f"nextqa_{args.backbone}.json").read_text())
-    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr)):
-        if value is not None:
-            config[key] = value
+    config = load_config(args.config or HERE / f"nextqa_{args.backbone}.json", args)
     if args.smoke:   # small everything: the pipeline, not the numbers
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
-        if args.output is None:
-            if processes > 1:
-                p.error("--smoke on several processes needs --output (a folder they share)")
-            args.output = tempfile.mkdtemp(prefix="sparc-nextqa-smoke-")
-        data = Path(args.output) / "smoke-data"
-        ready = data / "READY"
-        if int(os.environ.get("RANK", "0")) == 0:
-            if not ready.exists():
-                write_smoke_data(data)
-                ready.write_text("ok\n")
-        else:   # the other processes wait for the first to write the data (before any process group exists)
-            import time
-
-            for _ in range(600):
-                if ready.exists():
-                    break
-                time.sleep(0.1)
-        args.data = str(data)
+        data = smoke_data(args, p, write_smoke_data, "nextqa")
+        args.data, args.bert = str(data), str(data / "bert")
         args.priors = str(data / ("priors-train" if args.backbone == "hga" else "priors-train-vgt"))
-        args.bert = str(data / "bert")
-        args.num_workers = 0
         config.update(epochs=2, batch_size=8)
         if args.backbone == "hga":
             config["model"] = dict(config["model"], hidden=8, word_dim=8, block={"mm_dim": 8, "chunks": 2, "rank": 2})
         else:
             config["model"] = dict(config["model"], h=2, d_model=16, d_ff=16, dropout=0.0)
-    missing = [name for name in ("data", "priors", "output") + (("bert",) if args.backbone == "vgt" else ())
-               if getattr(args, name) is None]
-    if missing:
-        p.error(f"--{missing[0]} is required (or --smoke)")
+    require(args, p, ("data", "priors", "output") + (("bert",) if args.backbone == "vgt" else ()))
 
     import sparc
     from sparc.adapters import HGAAdapter, VGTAdapter
     from sparc.metrics import nextqa_accuracy
-    from sparc.priors import PriorStore
-    from sparc.train import TrainConfig, train
+    from sparc.train import train
 
     data = Path(args.data)
     tables = Path(args.output) / "tables"     # the CSVs as Arrow tables, cached beside the run
@@ -200,36 +149,15 @@ def main(argv=None) -> dict:
                                        cache_dir=tables / name)
         backbone, adapter = build_vgt(config["model"], args.seed, args.bert, len(tokenizer)), VGTAdapter()
     train_set, val_set = split("train"), split("val")
-    priors = PriorStore.open(args.priors) if args.techniques != "plain" else None
-    model = sparc.wrap(backbone, adapter, techniques_for(args.techniques, config))
-    train_config = TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"], eval_batch_size=config["batch_size"],
-                               lr=config["lr"], seed=args.seed, output_dir=args.output, num_workers=args.num_workers,
-                               max_steps=args.max_steps, progress=not args.smoke, log_with=None if args.smoke else "auto")
-    result = train(model, train_set, collate, train_config, eval_set=val_set, priors=priors)
+    model = sparc.wrap(backbone, adapter, sparc_techniques(args.techniques, config))
+    result = train(model, train_set, collate, train_config(args, config), eval_set=val_set, priors=open_priors(args))
 
-    from accelerate import PartialState
-
-    report = {}
-    if PartialState().is_main_process:
-        answers = val_set.table["answer"]
-        predictions = {key: {"prediction": int(pred), "answer": int(answer)}
-                       for key, pred, answer in zip(val_set.table["key"], result.predictions.tolist(), answers)}
-        report = {"benchmark": "NExT-QA val", "backbone": args.backbone, "techniques": args.techniques,
-                  "metrics": nextqa_accuracy(data / "nextqa" / "val.csv", predictions),
-                  "eval_history": result.eval_history, "global_step": result.global_step, "config": config,
-                  "command": sys.argv, "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                                                    "platform": platform.platform()}}
-        os.makedirs(args.output, exist_ok=True)
-        with open(Path(args.output) / "predictions.json", "w") as f:
-            json.dump(predictions, f)
-        with open(Path(args.output) / "results.json", "w") as f:
-            json.dump(report, f, indent=1)
-        print(json.dumps(report["metrics"], indent=1))
-        print(f"wrote {Path(args.output) / 'results.json'}")
-    from sparc.cli import end_process_group
-
-    end_process_group()
-    return report
+    predictions = {key: {"prediction": int(pred), "answer": int(answer)}
+                   for key, pred, answer in zip(val_set.table["key"], result.predictions.tolist(), val_set.table["answer"])}
+    report = {"benchmark": "NExT-QA val", "backbone": args.backbone, "techniques": args.techniques,
+              "metrics": nextqa_accuracy(data / "nextqa" / "val.csv", predictions),
+              "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+    return write_results(args.output, report, {"predictions.json": predictions})
 
 
 if __name__ == "__main__":

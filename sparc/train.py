@@ -102,22 +102,32 @@ def make_accelerator(config: TrainConfig, ddp_kwargs: Optional[dict] = None):
     )
 
 
+def predict_answer(output) -> torch.Tensor:
+    """The default prediction of an eval forward: the highest-scoring candidate or answer."""
+    return output.logits.argmax(dim=-1)
+
+
 @torch.no_grad()
-def evaluate(accelerator, model, loader, answer_field: str = "answer", index_field: str = "index"):
-    """Accuracy over the whole eval set, gathered per example across processes (no duplicates)."""
+def evaluate(accelerator, model, loader, answer_field: str = "answer", index_field: str = "index",
+             predict: Callable = predict_answer):
+    """Accuracy over the whole eval set, gathered per example across processes (no duplicates).
+    ``predict`` maps an eval forward's output to one row per example (default: the argmax answer; a
+    count regression gives its value, a recipe may return several columns, e.g. answer and span);
+    accuracy is counted where a prediction has the answer's shape."""
     model.eval()
     indices, preds, answers = [], [], []
     for batch in loader:
-        logits = model(batch).logits
-        pred = logits.argmax(dim=-1)
+        pred = predict(model(batch))
         idx = batch[index_field] if index_field in batch else torch.arange(pred.shape[0], device=pred.device)
         idx, pred, ans = accelerator.gather_for_metrics((idx.to(pred.device), pred, batch[answer_field].to(pred.device)))
         indices.append(idx.cpu()); preds.append(pred.cpu()); answers.append(ans.cpu())
     model.train()
     idx, pred, ans = torch.cat(indices), torch.cat(preds), torch.cat(answers)
     order = torch.argsort(idx)
-    correct = (pred == ans).float()
-    return {"accuracy": float(correct.mean()), "num_examples": int(idx.numel())}, pred[order]
+    metrics = {"num_examples": int(idx.numel())}
+    if pred.shape == ans.shape:
+        metrics = {"accuracy": float((pred == ans).float().mean()), **metrics}
+    return metrics, pred[order]
 
 
 def probe_ddp_kwargs(model, train_set, collate_fn, config: TrainConfig, priors, qid_field: str) -> Optional[dict]:
@@ -149,12 +159,14 @@ def train(
     answer_field: Optional[str] = None,
     accelerator=None,
     description: str = "train",
+    predict: Callable = predict_answer,
 ) -> TrainResult:
     """Train a wrapped model (``sparc.wrap``) or any module whose training forward returns ``.loss``.
 
     ``priors``: a PriorStore (looked up by ``batch[qid_field]``), a function ``batch -> [B, T, C]``,
     or None. Evaluation runs after every epoch on ``eval_set`` when given. ``qid_field`` and
-    ``answer_field`` default to the wrapped model's adapter's (else "qid", "answer").
+    ``answer_field`` default to the wrapped model's adapter's (else "qid", "answer"). ``predict``
+    turns an eval output into the per-example predictions (:func:`evaluate`).
     """
     adapter = getattr(model, "adapter", None)
     qid_field = qid_field or getattr(adapter, "qid_field", "qid")
@@ -232,7 +244,7 @@ def train(
                 done = True
                 break
         if eval_loader is not None and not done:
-            metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field)
+            metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field, predict=predict)
             result.metrics = metrics
             result.eval_history.append({"epoch": epoch, **metrics})
             if accelerator.trackers:
@@ -243,7 +255,7 @@ def train(
             break
     bar.close()
     if eval_loader is not None and done:
-        result.metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field)
+        result.metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field, predict=predict)
     if accelerator.trackers:
         accelerator.end_training()
     return result

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #   to the others.
 # test support: sparc.testing and sparc.contract check the layers below them; nothing there imports them.
 ADAPTERS = ("sparc.adapters", "sparc.backbones")
-ENTRY_POINTS = ("sparc.cli", "sparc.__main__", "sparc.demo", "sparc.misfocus")
+ENTRY_POINTS = ("sparc.cli", "sparc.__main__", "sparc.demo", "sparc.misfocus", "sparc.recipe")
 DISPATCHERS = ("sparc.cli", "sparc.__main__")
 TEST_SUPPORT = ("sparc.testing", "sparc.contract")
 

@@ -135,7 +135,7 @@ def two_process_worker(out_path, per_process_batch):
     if PartialState().is_main_process:
         torch.save({"metrics": result.metrics, "predictions": result.predictions, "weights": weights,
                     "gradients": gradients}, out_path)
-    from sparc.cli import end_process_group
+    from sparc.distributed import end_process_group
 
     end_process_group()   # a clean gloo shutdown (left to interpreter exit, a worker can abort)
 

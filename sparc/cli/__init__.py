@@ -5,11 +5,11 @@ The argparse code of the library lives here and nowhere else."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import List, Optional
 
 from sparc.cli import demo, misfocus, priors, teachers
 from sparc.cli.errors import DEBUG_ENV, fail, report_errors, user_error_message
+from sparc.distributed import end_process_group
 
 __all__ = ["DEBUG_ENV", "build_parser", "end_process_group", "fail", "main", "report_errors", "user_error_message"]
 
@@ -42,15 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     for p in sub.choices.values():
         p.allow_abbrev = False
     return parser
-
-
-def end_process_group() -> None:
-    """Shut a multi-process run's process group down before the interpreter exits: left to exit, gloo's
-    threads can be torn down while still joinable and abort the process (SIGABRT after a finished run)."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,159 @@
+"""What every benchmark recipe (``recipes/*.py``) shares: the command line, the configuration file
+with its overrides, the generated ``--smoke`` data under one or several processes, the techniques
+by name, the training configuration, and the results written by the main process.
+
+A recipe reads its benchmark's files, builds its backbone and calls these; the benchmark-specific
+parts (reader, model, metric) stay in the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+TECHNIQUES = ("plain", "sparc", "sparc+tgm")
+
+
+def recipe_parser(doc: str, *, data_help: str, techniques: str = "sparc+tgm") -> argparse.ArgumentParser:
+    """The flags every recipe takes; the recipe adds its own (``--backbone``, ``--task`` ...)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog="\n\n".join(doc.split("\n\n")[1:]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help=data_help)
+    p.add_argument("--priors", help="the teacher's prior store for the train split (sparc extract-priors)")
+    p.add_argument("--output", help="run folder: checkpoints, logs, results.json")
+    p.add_argument("--techniques", default=techniques, choices=TECHNIQUES,
+                   help=f"plain, sparc (+T+S) or sparc+tgm (+T+S+TGM); default {techniques}, the paper's")
+    p.add_argument("--config", default=None, help="hyperparameters (default: the JSON beside the recipe)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--smoke", action="store_true", help="generate a tiny dataset in the released layout and run on it")
+    return p
+
+
+def load_config(path, args) -> dict:
+    """The recipe's JSON configuration with ``--epochs``, ``--batch-size`` and ``--lr`` applied."""
+    config = json.loads(Path(path).read_text())
+    for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size), ("lr", args.lr)):
+        if value is not None:
+            config[key] = value
+    return config
+
+
+def smoke_data(args, parser: argparse.ArgumentParser, write: Callable[[Path], object], name: str) -> Path:
+    """The folder of generated data for ``--smoke``: ``OUTPUT/smoke-data``, written once by the first
+    process (``write(folder)``) while the others wait for it; without ``--output`` a temporary run
+    folder (one process only). Sets ``args.output`` and ``args.num_workers = 0``."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.output is None:
+        if processes > 1:
+            parser.error("--smoke on several processes needs --output (a folder they share)")
+        args.output = tempfile.mkdtemp(prefix=f"sparc-{name}-smoke-")
+    data = Path(args.output) / "smoke-data"
+    ready = data / "READY"
+    if int(os.environ.get("RANK", "0")) == 0:
+        if not ready.exists():
+            write(data)
+            ready.write_text("ok\n")
+    else:   # the other processes wait for the first (before any process group exists)
+        for _ in range(1200):
+            if ready.exists():
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"{data}: the first process did not finish writing the smoke data")
+    args.num_workers = 0
+    return data
+
+
+def require(args, parser: argparse.ArgumentParser, names) -> None:
+    """An argparse error for the first of ``names`` left unset (and not filled in by ``--smoke``)."""
+    missing = [n for n in names if getattr(args, n) is None]
+    if missing:
+        parser.error(f"--{missing[0].replace('_', '-')} is required (or --smoke)")
+
+
+def sparc_techniques(name: str, config: dict) -> list:
+    """The techniques of a row of SpARC's comparison: ``plain`` none, ``sparc`` TemporalGuidance +
+    SpatialDistillation (+T+S), ``sparc+tgm`` with TemporalGuidedMixup (the paper's full method),
+    with ``config``'s threshold, weights and mixup parameters."""
+    import sparc
+
+    if name not in TECHNIQUES:
+        raise ValueError(f"techniques must be one of {TECHNIQUES}, got {name!r}")
+    if name == "plain":
+        return []
+    made = [sparc.TemporalGuidance(threshold=config["threshold"], consistency_weight=config["consistency_weight"]),
+            sparc.SpatialDistillation(weight=config["spatial_weight"])]
+    if name == "sparc+tgm":
+        mixup = config.get("mixup")
+        if not mixup:
+            raise ValueError("sparc+tgm needs the configuration's mixup {alpha, beta}; this benchmark's paper "
+                             "trains without augmentation (use --techniques sparc)")
+        made.append(sparc.TemporalGuidedMixup(alpha=mixup["alpha"], beta=mixup.get("beta", mixup["alpha"])))
+    return made
+
+
+def train_config(args, config: dict):
+    """``TrainConfig`` from the configuration (``weight_decay``, ``max_grad_norm`` when it has them)."""
+    from sparc.train import TrainConfig
+
+    return TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"],
+                       eval_batch_size=config.get("eval_batch_size", config["batch_size"]), lr=config["lr"],
+                       weight_decay=config.get("weight_decay", 0.0), max_grad_norm=config.get("max_grad_norm"),
+                       seed=args.seed, output_dir=args.output, num_workers=args.num_workers,
+                       max_steps=args.max_steps, progress=not args.smoke, log_with=None if args.smoke else "auto")
+
+
+def open_priors(args):
+    """The train split's prior store, or None for ``--techniques plain``."""
+    from sparc.priors import PriorStore
+
+    return PriorStore.open(args.priors) if args.techniques != "plain" else None
+
+
+def is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def machine() -> Dict[str, str]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+
+
+def write_results(output, report: dict, files: Optional[Dict[str, object]] = None) -> dict:
+    """On the main process: ``OUTPUT/results.json`` (``report`` with the command and machine added)
+    and each of ``files`` (``{name: JSON value}``, e.g. the official-layout predictions); prints the
+    metrics. Every process then leaves the process group. Returns the report ({} elsewhere)."""
+    from sparc.distributed import end_process_group
+
+    written = {}
+    if is_main_process():
+        written = {**report, "command": sys.argv, "machine": machine()}
+        os.makedirs(output, exist_ok=True)
+        for name, value in (files or {}).items():
+            with open(Path(output) / name, "w") as f:
+                json.dump(value, f)
+        with open(Path(output) / "results.json", "w") as f:
+            json.dump(written, f, indent=1)
+        print(json.dumps(written.get("metrics", {}), indent=1))
+        print(f"wrote {Path(output) / 'results.json'}")
+    end_process_group()
+    return written
+
+
+__all__ = ["TECHNIQUES", "recipe_parser", "load_config", "smoke_data", "require", "sparc_techniques", "train_config",
+           "open_priors", "is_main_process", "machine", "write_results"]
