@@ -50,3 +50,35 @@ def test_nextqa_under_accelerate_on_two_cpu_processes(tmp_path):
     subprocess.run(launch, check=True, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True)
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["metrics"]) == KEYS and len(json.loads((tmp_path / "predictions.json").read_text())) == 24
+
+
+def test_atp_hard_scores_a_nextqa_run_on_its_subset_in_each_file_form(tmp_path):
+    subprocess.run([sys.executable, str(RECIPES / "atp_hard.py"), "--smoke", "--run", str(tmp_path)], check=True,
+                   timeout=300, capture_output=True)
+    report = json.loads((tmp_path / "atp_hard.json").read_text())
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    lines = (tmp_path / "smoke-data" / "nextqa" / "val.csv").read_text().splitlines()
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    chosen = [i for i, r in enumerate(rows) if r["type"][0] in "CT"]        # the smoke's subset: C and T rows
+    assert report["questions"] == len(chosen) == 15
+    right = [predictions[f"{rows[i]['video']}_{rows[i]['qid']}"] for i in chosen]
+    assert abs(report["metrics"]["Acc"] - 100.0 * sum(p["prediction"] == p["answer"] for p in right) / 15) < 1e-9
+    causal = [p for i, p in zip(chosen, right) if rows[i]["type"][0] == "C"]
+    assert abs(report["metrics"]["Acc_C"] - 100.0 * sum(p["prediction"] == p["answer"] for p in causal) / len(causal)) < 1e-9
+    assert "Acc_D" not in report["metrics"]                                 # no descriptive question in the subset
+    # the same subset as video_qid keys and as a CSV of val.csv's rows gives the same numbers
+    (tmp_path / "keys.txt").write_text("".join(f"{rows[i]['video']}_{rows[i]['qid']}\n" for i in chosen))
+    (tmp_path / "subset.csv").write_text("\n".join([lines[0]] + [lines[i + 1] for i in chosen]) + "\n")
+    for name in ("keys.txt", "subset.csv"):
+        out = tmp_path / f"{name}.json"
+        subprocess.run([sys.executable, str(RECIPES / "atp_hard.py"), "--run", str(tmp_path), "--data",
+                        str(tmp_path / "smoke-data"), "--subset", str(tmp_path / name), "--output", str(out)],
+                       check=True, timeout=120, capture_output=True)
+        assert json.loads(out.read_text())["metrics"] == report["metrics"]
+
+
+def test_atp_hard_needs_a_finished_run(tmp_path):
+    (tmp_path / "subset.txt").write_text("0\n")
+    done = subprocess.run([sys.executable, str(RECIPES / "atp_hard.py"), "--run", str(tmp_path), "--data", str(tmp_path),
+                           "--subset", str(tmp_path / "subset.txt")], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 2 and "predictions.json does not exist" in done.stderr

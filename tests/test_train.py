@@ -179,3 +179,15 @@ def test_gradient_accumulation_matches_the_larger_batch():
         assert_close64(gb, ga, f"gradient of step {step + 1}")
     assert torch.equal(pred_a, pred_b)
     assert_close64(w_b, w_a, "weights after training")
+
+
+def test_predict_gives_the_eval_predictions_a_recipe_asks_for():
+    data = TinyQA(10, seed=3)
+    config = TrainConfig(epochs=1, batch_size=4, eval_batch_size=3, progress=False, log_with=None)
+    plain = run(data, config)
+    assert plain.predictions.dtype == torch.int64 and "accuracy" in plain.metrics
+    # two columns per example (e.g. answer and its score): rows stay in dataset order, no accuracy
+    both = train(make_model(), data, data.collate, config, eval_set=data, priors=lambda b: data.priors[b["index"]],
+                 predict=lambda out: torch.stack([out.logits.argmax(-1).double(), out.logits.max(-1).values.double()], -1))
+    assert both.predictions.shape == (10, 2) and "accuracy" not in both.metrics and both.metrics["num_examples"] == 10
+    assert torch.equal(both.predictions[:, 0].long(), plain.predictions)   # same seed, same run: same answers
