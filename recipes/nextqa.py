@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from sparc.recipe import (load_config, open_priors, recipe_parser, require, smoke_data, sparc_techniques,
-                          train_config, write_results)
+from sparc.recipe import (is_main_process, load_config, model_grounding, open_priors, recipe_parser, require,
+                          smoke_data, sparc_techniques, train_config, write_results)
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,6 +86,14 @@ def write_smoke_data(root: Path, questions: int = 24, videos: int = 6, seed: int
         with h5py.File(root / "frame_feat" / f"app_feat_{split}.h5", "w") as f:
             f["ids"] = np.array([int(v) for v in vids])
             f["resnet_features"] = g.standard_normal((videos, 8, 4, 2048), dtype=np.float32)
+        if split == "val":   # NExT-GQA's layout: human spans for the causal and temporal questions
+            gsub = {}
+            for v, q, t, _ in rows:
+                if t[0] in "CT":
+                    start = float(g.uniform(0, 20))
+                    entry = gsub.setdefault(v, {"duration": 30.0, "fps": 10.0, "location": {}})
+                    entry["location"][q] = [[start, start + float(g.uniform(2, 10))]]
+            (root / "gsub_val.json").write_text(json.dumps(gsub))
         if split == "train":
             for name, T in (("priors-train", 16), ("priors-train-vgt", 8)):
                 probs = np.full((questions, T, 5), 0.1 / 4, dtype=np.float32)
@@ -109,12 +117,14 @@ def main(argv=None) -> dict:
     p = recipe_parser(__doc__, data_help="folder with nextqa/{train,val}.csv and the backbone's features")
     p.add_argument("--backbone", default="hga", choices=("hga", "vgt"))
     p.add_argument("--bert", help="VGT: a local BERT directory (config.json, weights, vocab.txt)")
+    p.add_argument("--grounding", help="NExT-GQA's gsub_val.json: also score the trained model's frames against its spans")
     args = p.parse_args(argv)
 
     config = load_config(args.config or HERE / f"nextqa_{args.backbone}.json", args)
     if args.smoke:   # small everything: the pipeline, not the numbers
         data = smoke_data(args, p, write_smoke_data, "nextqa")
         args.data, args.bert = str(data), str(data / "bert")
+        args.grounding = str(data / "gsub_val.json")
         args.priors = str(data / ("priors-train" if args.backbone == "hga" else "priors-train-vgt"))
         config.update(epochs=2, batch_size=8)
         if args.backbone == "hga":
@@ -157,6 +167,15 @@ def main(argv=None) -> dict:
     report = {"benchmark": "NExT-QA val", "backbone": args.backbone, "techniques": args.techniques,
               "metrics": nextqa_accuracy(data / "nextqa" / "val.csv", predictions),
               "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+    if args.grounding and is_main_process():
+        from sparc.grounding import read_nextgqa
+
+        keys, types = val_set.table["key"], val_set.table["type"]
+        groups = {}
+        for key, kind in zip(keys, types):
+            groups.setdefault({"TP": "TN"}.get(kind, kind), []).append(key)
+        report["grounding"] = model_grounding(model, val_set, collate, read_nextgqa(args.grounding), keys, groups=groups,
+                                              batch_size=config.get("eval_batch_size", config["batch_size"]))
     return write_results(args.output, report, {"predictions.json": predictions})
 
 

@@ -93,6 +93,31 @@ def temporal_grounding(pred_spans: Mapping[str, Sequence[float]], truth: Mapping
     return result
 
 
+def score_grounding(scores: Mapping[str, np.ndarray], truth: Mapping[str, dict], thresholds: Sequence[float],
+                    groups: Optional[Mapping[str, Sequence[str]]] = None) -> list:
+    """Rows of grounding numbers, one per threshold and group, for per-frame scores ``{key: [T]}`` over a
+    video's real frames: the frames scoring above the threshold are kept (none above it: the whole
+    video, ``CausalFrames``' ``empty="all"``) and their hull is the predicted span. ``groups`` ``{name:
+    keys}`` come after the group of every key."""
+    from sparc.prior_tools import ALL_GROUP
+
+    groups = {ALL_GROUP: list(scores), **(groups or {})}
+    rows = []
+    for t in thresholds:
+        spans: Dict[str, list] = {}
+        for key, frame_scores in scores.items():
+            keep = np.asarray(frame_scores) > t
+            if not keep.any():
+                keep = np.ones(len(keep), dtype=bool)
+            spans[key] = selection_span(keep, truth[key]["duration"])
+        for g in [ALL_GROUP] + sorted(k for k in groups if k != ALL_GROUP):
+            if g not in groups:
+                continue
+            chosen = {q: truth[q] for q in groups[g]}
+            rows.append({"threshold": float(t), "group": g, **temporal_grounding(spans, chosen)})
+    return rows
+
+
 def prior_grounding(store, answers: Mapping[str, object], truth: Mapping[str, dict], thresholds: Sequence[float],
                     by: Optional[str] = None) -> Dict[str, object]:
     """For each threshold, the grounding of the frames ``CausalFrames(threshold, empty="all")`` keeps
@@ -104,21 +129,12 @@ def prior_grounding(store, answers: Mapping[str, object], truth: Mapping[str, di
     if not records:
         raise ValueError("no question of the answers file has a ground-truth span (check the keys: video_qid)")
     p, lengths = answer_probs(store, records)
-    rows = []
-    for t in thresholds:
-        spans: Dict[str, list] = {}
-        for r, probs, length in zip(records, p, lengths):
-            keep = probs[:int(length)] > t                    # a video's real frames cover all of it
-            if not keep.any():
-                keep = np.ones(int(length), dtype=bool)       # empty="all": the whole video
-            spans[r.qid] = selection_span(keep, truth[r.qid]["duration"])
-        groups = {ALL_GROUP: [r.qid for r in records]}
-        if by is not None:
-            for r in records:
-                groups.setdefault(str(r.fields.get(by, "")), []).append(r.qid)
-        for g in [ALL_GROUP] + sorted(k for k in groups if k != ALL_GROUP):
-            chosen = {q: truth[q] for q in groups[g]}
-            rows.append({"threshold": float(t), "group": g, **temporal_grounding(spans, chosen)})
+    scores = {r.qid: probs[:int(length)] for r, probs, length in zip(records, p, lengths)}   # real frames only
+    groups = {ALL_GROUP: [r.qid for r in records]}
+    if by is not None:
+        for r in records:
+            groups.setdefault(str(r.fields.get(by, "")), []).append(r.qid)
+    rows = score_grounding(scores, truth, thresholds, groups)
     return {"questions": len(records), "thresholds": [float(t) for t in thresholds], "by": by, "rows": rows}
 
 
@@ -132,4 +148,4 @@ def format_grounding(result: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["read_nextgqa", "span_scores", "selection_span", "temporal_grounding", "prior_grounding", "format_grounding"]
+__all__ = ["read_nextgqa", "span_scores", "selection_span", "temporal_grounding", "score_grounding", "prior_grounding", "format_grounding"]

@@ -122,6 +122,34 @@ def open_priors(args):
     return PriorStore.open(args.priors) if args.techniques != "plain" else None
 
 
+def model_grounding(model, dataset, collate, truth: dict, keys, thresholds=(0.3, 0.5, 0.7), groups=None,
+                    batch_size: int = 32) -> dict:
+    """NExT-GQA-style grounding of a trained wrapped model's own frames: per question with a human span
+    in ``truth`` (``sparc.grounding.read_nextgqa``), each frame's score is the model's probability of its
+    answer from that frame alone (``sparc.frame_scores``); the frames above each threshold give the
+    span. ``keys[i]`` is dataset item ``i``'s key in ``truth``; ``groups`` ``{name: keys}`` (e.g. by type)."""
+    import torch
+
+    from sparc.frame_scores import single_frame_scores
+    from sparc.grounding import score_grounding
+
+    chosen = [i for i, key in enumerate(keys) if key in truth]
+    if not chosen:
+        raise ValueError("no evaluated question has a ground-truth span (check the keys: video_qid)")
+    device = next(model.parameters()).device
+    scores = {}
+    for start in range(0, len(chosen), batch_size):
+        rows = chosen[start:start + batch_size]
+        batch = collate([dataset[i] for i in rows])
+        batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        frame_scores, valid, _ = single_frame_scores(model, batch)
+        for i, s, v in zip(rows, frame_scores.cpu(), valid.cpu()):
+            scores[keys[i]] = s[v].numpy()
+    groups = {k: kept for k, g in (groups or {}).items() if (kept := [q for q in g if q in scores])}
+    return {"questions": len(scores), "frame_score": "the model's answer probability from each frame alone",
+            "rows": score_grounding(scores, truth, thresholds, groups)}
+
+
 def is_main_process() -> bool:
     from accelerate import PartialState
 
@@ -156,4 +184,4 @@ def write_results(output, report: dict, files: Optional[Dict[str, object]] = Non
 
 
 __all__ = ["TECHNIQUES", "recipe_parser", "load_config", "smoke_data", "require", "sparc_techniques", "train_config",
-           "open_priors", "is_main_process", "machine", "write_results"]
+           "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]

@@ -24,6 +24,10 @@ def test_nextqa_smoke_writes_the_official_metrics(tmp_path):
     predictions = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert len(predictions) == 24 and all(set(v) == {"prediction", "answer"} for v in predictions.values())
     assert results["global_step"] == 6                                  # 2 epochs x 24 questions / batch 8
+    # the smoke's NExT-GQA spans cover its 15 causal and temporal questions: the model's frames are scored
+    grounding = results["grounding"]
+    assert grounding["questions"] == 15 and {r["group"] for r in grounding["rows"]} == {"(all)", "CW", "CH", "TN", "TC"}
+    assert all(0 <= r["mIoP"] <= 100 and 0 <= r["IoU@0.5"] <= 100 for r in grounding["rows"])
 
 
 def test_nextqa_vgt_smoke(tmp_path):
@@ -31,6 +35,7 @@ def test_nextqa_vgt_smoke(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert list(results["metrics"]) == KEYS and results["backbone"] == "vgt"
     assert results["config"]["lr"] == 1e-5                            # SpARC Table 6's VGT row
+    assert results["grounding"]["questions"] == 15                    # one-frame views over VGT's clips
 
 
 def test_nextqa_resumes_where_it_stopped(tmp_path):
