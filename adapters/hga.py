@@ -27,6 +27,16 @@ outputs unchanged wherever the original is well defined:
 * Any number of candidates C.
 * ``WeightDropLinear`` no longer registers a new ``weight`` parameter at every forward; released
   checkpoints that carry those stale ``...weight`` entries still load strictly.
+
+Open-ended answering (``HGA(..., num_answers=K)``) is the authors' own TGIF-QA FrameQA head
+(Jumpin2/HGA @ 8109050, ``models/lstm_cross_cycle_gcn_dropout.py``: ``answer_vocab_size`` given,
+``self.fusion = fusions.Block([hidden, hidden], answer_vocab_size)`` and ``forward_frameqa``): the
+question alone is encoded, goes through the same co-attention, graph and global fusion as one
+multiple-choice candidate, and the final BLOCK fusion scores the K answers of the answer vocabulary
+(cross-entropy over them). The head keeps the original's key, ``fusion.*``, with ``K`` outputs. The
+ablation-only ``fc_fusion`` of that file is not built (the full model never reads it). Without
+``num_answers`` nothing changes: the multiple-choice model, its parameters and outputs are exactly
+as before.
 """
 
 from __future__ import annotations
@@ -583,13 +593,20 @@ class HGA(nn.Module):
     ``HGA(vid_encoder, qns_encoder, device)`` as in doc-doc/NExT-QA; ``block_kwargs`` (e.g.
     ``{"mm_dim": 1600, "chunks": 20, "rank": 15}``, the defaults) is passed to both BLOCK
     fusions. ``device`` is only stored, as in the original.
+
+    ``num_answers=K``: open-ended over K answers, as Jumpin2/HGA's FrameQA model (module docstring):
+    ``forward(vid_feats, qns (B, L[, 768]), qns_lengths (B,))`` returns ``(out (B, K), predict_idx)``.
     """
 
     #: forward accepts ``vid_lengths`` and ignores padded frames exactly.
     supports_vid_lengths = True
 
-    def __init__(self, vid_encoder: EncoderVidHGA, qns_encoder: EncoderQns, device=None, block_kwargs=None):
+    def __init__(self, vid_encoder: EncoderVidHGA, qns_encoder: EncoderQns, device=None, block_kwargs=None,
+                 num_answers=None):
         super().__init__()
+        if num_answers is not None and int(num_answers) < 1:
+            raise ValueError(f"num_answers must be >= 1 (the size of the answer set), got {num_answers}")
+        self.num_answers = None if num_answers is None else int(num_answers)
         if getattr(vid_encoder, "bidirectional", False) or getattr(qns_encoder, "bidirectional", False):
             raise ValueError("HGA needs unidirectional encoders (so did the original)")
         self.vid_encoder = vid_encoder
@@ -617,12 +634,18 @@ class HGA(nn.Module):
         self.global_fusion = Block(
             [hidden_size, hidden_size], hidden_size, **{"dropout_input": input_dropout_p, **block_kwargs}
         )
-        self.fusion = Block([hidden_size, hidden_size], 1, **block_kwargs)
+        # Multiple choice: one score per candidate; open-ended: the K answers (Jumpin2/HGA's FrameQA head).
+        self.fusion = Block([hidden_size, hidden_size], 1 if self.num_answers is None else self.num_answers,
+                            **block_kwargs)
 
     def encode_text(self, qas, qas_lengths):
         """The frame-independent part of :meth:`forward`: each candidate's question encoding,
         ``{"questions": [(q_output (B, L_k, H), q_last_hidden (B, H)) per candidate]}``. A training
-        step computes it once and passes it to every view's forward as ``text``."""
+        step computes it once and passes it to every view's forward as ``text``. Open-ended
+        (``num_answers``): ``qas``/``qas_lengths`` are the question ``(B, L, ...)``/``(B,)``, and the
+        encoding is ``{"question": (q_output, q_last_hidden)}``."""
+        if self.num_answers is not None:
+            return {"question": self.encode_question(qas, qas_lengths)}
         cand_len = torch.as_tensor(qas_lengths).transpose(0, 1)  # (C, B)
         return {"questions": [self.encode_question(qa, cand_len[k]) for k, qa in enumerate(qas.transpose(0, 1))]}
 
@@ -638,7 +661,12 @@ class HGA(nn.Module):
         vid_lengths (B,) optional, frames >= length are padding; ``text`` optional, the
         :meth:`encode_text` of these qas (computed once for several views of one step).
         Returns (out (B, C) scores, predict_idx (B,)).
+
+        Open-ended (``num_answers``): ``qas`` is the question alone (B, L, 768) or (B, L) ids,
+        ``qas_lengths`` (B,); returns (out (B, K) answer logits, predict_idx (B,)).
         """
+        if self.num_answers is not None:
+            return self.forward_open(vid_feats, qas, qas_lengths, vid_lengths=vid_lengths, text=text)
         batch_size, num_frames = vid_feats.shape[:2]
         cand_qas = qas.transpose(0, 1)  # (C, B, L, ...)
         cand_len = torch.as_tensor(qas_lengths).transpose(0, 1)  # (C, B)
@@ -660,6 +688,32 @@ class HGA(nn.Module):
             ],
             dim=1,
         )
+        _, predict_idx = torch.max(out, 1)
+        return out, predict_idx
+
+    def encode_video(self, vid_feats, vid_lengths=None):
+        """(v_output (B, T, H), v_last_hidden (B, H), v_valid (B, T) True at real frames)."""
+        v_output, v_hidden = self.vid_encoder(vid_feats, vid_lengths)
+        if vid_lengths is None:
+            v_valid = torch.ones(vid_feats.shape[:2], dtype=torch.bool, device=v_output.device)
+        else:
+            v_valid = _valid_from_lengths(vid_lengths, vid_feats.shape[1], v_output.device)
+        return v_output, _last_hidden(v_hidden), v_valid
+
+    def forward_open(self, vid_feats, qns, qns_lengths, vid_lengths=None, text=None):
+        """Open-ended answering, Jumpin2/HGA's ``forward_frameqa``: the question through
+        :meth:`vq_encoder` as the single "candidate", the last fusion giving the K answer logits.
+        ``text``: this question's :meth:`encode_text`. Returns (out (B, K), predict_idx (B,))."""
+        if self.num_answers is None:
+            raise ValueError("forward_open needs an HGA built with num_answers (the answer set's size)")
+        lengths = torch.as_tensor(qns_lengths)
+        if lengths.dim() != 1 or lengths.numel() != vid_feats.shape[0]:
+            raise ValueError(f"open-ended HGA takes one question per video: qns_lengths must be ({vid_feats.shape[0]},), "
+                             f"got {tuple(lengths.shape)} (field: qns_lengths)")
+        v_output, v_last_hidden, v_valid = self.encode_video(vid_feats, vid_lengths)
+        question = None if text is None else text["question"]
+        out = self.vq_encoder(v_output, v_last_hidden, qns, lengths, v_mask=v_valid, question=question)
+        out = out.reshape(vid_feats.shape[0], self.num_answers)   # vq_encoder squeezes a K of 1 away
         _, predict_idx = torch.max(out, 1)
         return out, predict_idx
 
@@ -780,6 +834,13 @@ class HGAAdapter(Adapter):
 
     Batch fields: ``vid_feats (B, T, D)``, ``qas (B, C, L, 768)``, ``qas_lengths (B, C)``, optional
     ``vid_lengths (B,)``, ``answer (B,)``, ``qid``.
+
+    ``HGAAdapter(open_ended=True, num_answers=K)`` drives the reference HGA built with
+    ``num_answers=K`` (the open-ended head of Jumpin2/HGA's FrameQA model): batch fields
+    ``vid_feats``, ``qns (B, L)`` word ids or ``(B, L, 768)`` token features, ``qns_lengths (B,)``,
+    ``answer`` (class index in the answer set), ``qid``. The question fields are what open-ended
+    mixup interpolates (features only: word ids cannot be interpolated, so train word ids without
+    TemporalGuidedMixup). The original doc-doc/NExT-QA class has no open-ended head.
     """
 
     temporal = {"vid_feats": 1}
@@ -787,12 +848,34 @@ class HGAAdapter(Adapter):
     subset_mode = "lengths"
     lengths_field = "vid_lengths"
 
+    def __init__(self, open_ended: bool = False, num_answers=None):
+        # Multiple choice keeps the class attributes untouched; open-ended replaces the candidate
+        # fields by the question fields.
+        if open_ended:
+            self.open_ended = True
+            self.candidate = {}
+            self.question = {"qns": 1, "qns_lengths": 0}
+            self.num_answers = int(num_answers or 0)   # wrap() checks answer indices against it
+        elif num_answers is not None:
+            raise ValueError("num_answers is for open-ended answering (open_ended=True)")
+
+    def _check_open_model(self, model) -> None:
+        n = getattr(model, "num_answers", None)
+        if n is None or not getattr(model, "supports_vid_lengths", False):
+            raise ValueError("HGAAdapter(open_ended=True) drives sparc's reference HGA built with num_answers=K; "
+                             f"got a {type(model).__name__} without an open-ended head")
+        if self.num_answers and n != self.num_answers:
+            raise ValueError(f"the model answers over {n} answers, the adapter was given num_answers={self.num_answers}")
+
     def mode_for(self, model) -> str:
         return "lengths" if getattr(model, "supports_vid_lengths", False) else "bucket"
 
     def encode_text(self, model, inputs: dict):
         """The question encodings of a step: the reference's own split; for the original class, its
         question encoder run once over the batch and served to every view (:func:`questions_served`)."""
+        if self.open_ended:
+            self._check_open_model(model)
+            return model.encode_text(inputs["qns"], inputs["qns_lengths"])
         if getattr(model, "supports_vid_lengths", False):
             return model.encode_text(inputs["qas"], inputs["qas_lengths"])
         if not isinstance(getattr(model, "qns_encoder", None), nn.Module) or inputs["vid_feats"].shape[0] == 1:
@@ -800,6 +883,11 @@ class HGAAdapter(Adapter):
         return encode_questions_once(model, inputs["qas"], inputs["qas_lengths"])
 
     def forward(self, model, inputs: dict, text=None) -> ModelOutput:
+        if self.open_ended:
+            self._check_open_model(model)
+            out, _ = model.forward_open(inputs["vid_feats"], inputs["qns"], inputs["qns_lengths"],
+                                        vid_lengths=inputs.get("vid_lengths"), text=text)
+            return ModelOutput(logits=out)
         vid, qas, qas_lengths = inputs["vid_feats"], inputs["qas"], inputs["qas_lengths"]
         if getattr(model, "supports_vid_lengths", False):
             out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"), text=text)
