@@ -8,6 +8,11 @@ Readers for the released annotation layouts (format picked from the file):
 * TGIF-QA tab-separated CSV: Action/Transition ``gif_name, question, a1..a5, answer, vid_id, key``;
   FrameQA ``gif_name, question, answer, type, vid_id, key, ...`` (open-ended); qid ``<vid_id>_<key>``;
 * TVQA / TVQA+ JSON: ``qid, q, a0..a4, answer_idx, vid_name``;
+* MSVD-QA / MSRVTT-QA JSON (Xu et al. 2017): a list of ``id, video_id, question, answer`` (open-ended;
+  MSRVTT-QA's entries add ``category_id``, which tells the two apart); qid ``str(id)``, video
+  ``vid<video_id>`` for MSVD-QA (the names its ``youtube_mapping.txt`` gives the YouTube clips, and
+  the ``vid<N>.avi`` files Xu et al.'s feature extraction reads) and ``video<video_id>`` for
+  MSRVTT-QA (MSR-VTT's own ``video<N>.mp4``); the question's first word is its ``type``;
 * anything else as JSON (a list) or JSON lines with ``qid, video, question`` and either
   ``candidates`` (a list) with ``answer`` an index, or an open-ended ``answer`` string.
 
@@ -130,6 +135,30 @@ def _generic(row: dict, path) -> VideoQuestion:
     return VideoQuestion(qid, video, question, None, answer.strip(), row.get("type"), {})
 
 
+def _msqa_video_prefix(data) -> Optional[str]:
+    """``"vid"`` (MSVD-QA) or ``"video"`` (MSRVTT-QA) for a list in Xu et al.'s layout, else None."""
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        return None
+    first = data[0]
+    if "qid" in first or "video" in first or not {"id", "video_id", "question", "answer"} <= set(first):
+        return None
+    return "video" if "category_id" in first else "vid"
+
+
+def _msqa(row, path, prefix: str) -> VideoQuestion:
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}: an entry is {type(row).__name__}, not an object with id, video_id, question, answer")
+    qid = str(_require(row, "id", "?", path))
+    video_id = str(_require(row, "video_id", qid, path))
+    if not video_id.isdigit():
+        raise ValueError(f"{path}: qid {qid!r}: video_id {video_id!r} is not a video number (field: video_id)")
+    question = _require(row, "question", qid, path)
+    answer = _require(row, "answer", qid, path)
+    word = question.split(" ")[0].lower()
+    return VideoQuestion(qid, f"{prefix}{int(video_id)}", question, None, answer, word,
+                         {"video_id": video_id, "type": word})
+
+
 def _json(text: str, path: Path, line: Optional[int] = None):
     try:
         return json.loads(text)
@@ -163,7 +192,8 @@ def read_questions(path: Union[str, Path]) -> List[VideoQuestion]:
         data = _json(text, path)
         if isinstance(data, dict):  # {qid: record}
             data = [{"qid": k, **v} for k, v in data.items()]
-        records = [_generic(r, path) for r in data]
+        prefix = _msqa_video_prefix(data)
+        records = [_msqa(r, path, prefix) for r in data] if prefix else [_generic(r, path) for r in data]
     seen = set()
     for r in records:
         if r.qid in seen:
