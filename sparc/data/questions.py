@@ -13,6 +13,12 @@ Readers for the released annotation layouts (format picked from the file):
   ``vid<video_id>`` for MSVD-QA (the names its ``youtube_mapping.txt`` gives the YouTube clips, and
   the ``vid<N>.avi`` files Xu et al.'s feature extraction reads) and ``video<video_id>`` for
   MSRVTT-QA (MSR-VTT's own ``video<N>.mp4``); the question's first word is its ``type``;
+* AGQA 2.0 ``{split}_balanced.txt``: one JSON object keyed by question id (``question, answer,
+  video_id, ans_type, ...``), open-ended, decoded one question at a time
+  (:func:`sparc.data.agqa.iter_questions`); video the Charades id, type the ``ans_type``;
+* DramaQA ``AnotherMissOhQA_{split}_set.json``: a list of ``qid, que, answers (5), correct_idx, vid,
+  shot_contained, q_level_logic``; qid ``str(qid)``, video the frame folder of the question's shot or
+  shots (:func:`sparc.data.dramaqa_features.frames_key`), type ``level_<q_level_logic>``;
 * anything else as JSON (a list) or JSON lines with ``qid, video, question`` and either
   ``candidates`` (a list) with ``answer`` an index, or an open-ended ``answer`` string.
 
@@ -29,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["VideoQuestion", "read_questions", "group_by_video", "open_answer_set", "with_answer_set"]
+__all__ = ["VideoQuestion", "read_questions", "group_by_video", "open_answer_set", "answers_by_count", "with_answer_set"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ def _tgif(row, path) -> VideoQuestion:
 
 
 def _generic(row: dict, path) -> VideoQuestion:
+    if "que" in row and "vid" in row:  # DramaQA
+        return _dramaqa(row, path)
     if "vid_name" in row and "q" in row:  # TVQA / TVQA+
         qid = str(_require(row, "qid", "?", path))
         cands = tuple(_require(row, f"a{i}", qid, path) for i in range(5))
@@ -159,6 +167,41 @@ def _msqa(row, path, prefix: str) -> VideoQuestion:
                          {"video_id": video_id, "type": word})
 
 
+def _starts_json_object(path: Path) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return f.read(4096).lstrip()[:1] == "{"
+
+
+def _agqa(path: Path) -> List[VideoQuestion]:
+    from sparc.data.agqa import iter_questions
+
+    records = []
+    for qid, row in iter_questions(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: qid {qid!r}: the entry is {type(row).__name__}, not a question object (field: qid)")
+        records.append(VideoQuestion(qid, _require(row, "video_id", qid, path), _require(row, "question", qid, path),
+                                     None, _require(row, "answer", qid, path), _require(row, "ans_type", qid, path)))
+    return records
+
+
+def _dramaqa(row: dict, path) -> VideoQuestion:
+    from sparc.data.dramaqa_features import frames_key
+
+    qid = str(_require(row, "qid", "?", path))
+    cands = row.get("answers")
+    if not isinstance(cands, list) or len(cands) != 5:
+        raise ValueError(f"{path}: qid {qid!r}: answers must be a list of 5 candidates (field: answers)")
+    cands = tuple(str(c).strip() for c in cands)
+    if "correct_idx" not in row:
+        raise ValueError(f"{path}: qid {qid!r}: no correct_idx (the test split has none; the teacher's priors are "
+                         "for train) (field: correct_idx)")
+    answer = _choice(row, "correct_idx", cands, qid, path)
+    video = frames_key(_require(row, "vid", qid, path), row.get("shot_contained"), qid=qid, where=str(path))
+    level = _require(row, "q_level_logic", qid, path)
+    return VideoQuestion(qid, video, _require(row, "que", qid, path), cands, answer, f"level_{level}",
+                         {"vid": str(row["vid"]), "type": f"level_{level}"})
+
+
 def _json(text: str, path: Path, line: Optional[int] = None):
     try:
         return json.loads(text)
@@ -174,8 +217,11 @@ def read_questions(path: Union[str, Path]) -> List[VideoQuestion]:
         raise IsADirectoryError(f"questions file {str(path)!r} is a directory; an annotation file is expected")
     if not path.is_file():
         raise FileNotFoundError(f"questions file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".csv", ".tsv", ".txt"):
+    agqa = path.suffix == ".txt" and _starts_json_object(path)
+    text = "" if agqa else path.read_text(encoding="utf-8")
+    if agqa:   # AGQA's balanced file: one JSON object, read one question at a time
+        records = _agqa(path)
+    elif path.suffix in (".csv", ".tsv", ".txt"):
         first = text.split("\n", 1)[0]
         delimiter = "\t" if first.count("\t") > first.count(",") else ","
         rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
@@ -213,7 +259,12 @@ def group_by_video(questions: Iterable[VideoQuestion]) -> Dict[str, List[VideoQu
 def open_answer_set(train: Iterable[VideoQuestion], min_count: int = 2) -> Tuple[str, ...]:
     """The global candidate set of an open-ended dataset: answers occurring at least ``min_count``
     times in train (SpARC 3.1: more than once), most frequent first, ties alphabetical."""
-    counts = Counter(q.answer_text for q in train)
+    return answers_by_count(Counter(q.answer_text for q in train), min_count)
+
+
+def answers_by_count(counts: Counter, min_count: int = 2) -> Tuple[str, ...]:
+    """:func:`open_answer_set`'s rule over answer counts (a reader that counts a large split's answers
+    without building a record per question)."""
     return tuple(a for a, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count)
 
 
