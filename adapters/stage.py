@@ -969,7 +969,9 @@ class STAGEAdapter(Adapter):
     def _run(self, model, batch: STAGEBatch):
         out, _, _, _, _, other = model.forward_main(batch)
         t_scores = other["temporal_scores"]
-        if isinstance(out, (list, tuple)):  # training: rows = [ground truth, accepted proposals] per sample
+        if isinstance(out, (list, tuple)) and not getattr(model, "add_local", True):
+            out = out[0]   # training without span proposals (add_local off): one row per sample
+        elif isinstance(out, (list, tuple)):  # training: rows = [ground truth, accepted proposals] per sample
             rows, _ = out
             gt_lo, _, _, _, accepted = training_proposals(
                 t_scores, batch.target, batch.ts_label, batch.ts_label_mask > 0)

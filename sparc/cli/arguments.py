@@ -132,3 +132,16 @@ def frame_source_from_args(args):
     from sparc.data.frames import FrameSource
 
     return FrameSource(existing_path(args.frames, "--frames", "dir"), args.num_frames, clips=args.clips)
+
+
+def frame_id_source_from_args(args, questions):
+    """With ``--frame-ids``: ``(questions regrouped by the frames they read, FrameIdSource)`` (frames chosen
+    per question, e.g. STAGE's); the questions unchanged and ``frame_source_from_args`` otherwise."""
+    if not getattr(args, "frame_ids", None):
+        return questions, frame_source_from_args(args)
+    from sparc.data.frames import FrameIdSource, frame_id_groups, read_frame_ids
+
+    path = existing_path(args.frame_ids, "--frame-ids", "file")
+    questions, groups = frame_id_groups(questions, read_frame_ids(path), source=str(path))
+    return questions, FrameIdSource(existing_path(args.frames, "--frames", "dir"), groups)
+

@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Optional
 
-from sparc.cli.arguments import (add_frame_arguments, add_teacher_arguments, frame_source_from_args, positive_int,
-                                 questions_from_args, teacher_from_args)
+from sparc.cli.arguments import (add_frame_arguments, add_teacher_arguments, frame_id_source_from_args,
+                                 positive_int, questions_from_args, teacher_from_args)
 from sparc.cli.errors import fail, report_errors
 from sparc.cli.output import write_json_result
 
@@ -123,6 +123,10 @@ def add_subcommands(sub) -> None:
     add_frame_arguments(p)
     add_teacher_arguments(p)
     p.add_argument("--out", required=True, metavar="STORE", help="prior store directory to write (or resume)")
+    p.add_argument("--frame-ids", default=None, metavar="JSON",
+                   help="frames chosen per question instead of --num-frames/--clips: {qid: [1-indexed frame numbers]} "
+                        "read as <frames>/[<folder>/]<video>/00042.jpg (STAGE's 0.5-fps frames: "
+                        "recipes/tvqaplus.py --write-frame-ids); the store keeps each question's frame count")
     p.add_argument("--answers-from", default=None, metavar="TRAIN_FILE",
                    help="open-ended datasets: candidates = answers occurring more than once in this train file")
     p.add_argument("--min-answer-count", type=int, default=2, metavar="N",
@@ -167,7 +171,7 @@ def _extract(args) -> int:
         answers = open_answer_set(questions_from_args(args, "--answers-from"), args.min_answer_count)
         if not answers:
             raise ValueError(f"{args.answers_from}: no answer occurs {args.min_answer_count} times (field: answer)")
-    frames = frame_source_from_args(args)
+    questions, frames = frame_id_source_from_args(args, questions)
     # Before the teacher is loaded (a minute for the full ALBEF): a missing video fails now.
     groups = group_by_video(questions)
     if not args.skip_missing:
@@ -181,6 +185,8 @@ def _extract(args) -> int:
     meta = {"teacher": getattr(args, "teacher", "albef"), "checkpoint": os.path.basename(args.checkpoint or ""),
             "scoring": args.scoring, "num_frames": args.num_frames, "clips": args.clips,
             "questions": os.path.basename(args.questions)}
+    if args.frame_ids:   # the frames come from this file: --num-frames and --clips do not apply
+        meta.update(num_frames=frames.num_frames, clips=None, frame_ids=os.path.basename(args.frame_ids))
     stats = extract_dataset_priors(teacher, questions, frames, args.out, answer_set=answers,
                                    num_workers=args.num_workers, videos_per_shard=args.videos_per_shard,
                                    dtype=args.dtype, metadata=meta, progress=not args.no_progress,

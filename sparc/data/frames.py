@@ -10,6 +10,9 @@ exactly that: uint8, channels last, RGB, at the frames' native resolution.
   ``torchvision.io``.
 * :func:`read_video` - a video file decoded with PyAV (optional extra ``video``).
 * :class:`FrameSource` - picks folder or file per video id under one root.
+* :class:`FrameIdSource` - frames chosen per question by number (STAGE's 0.5-fps frames, whose phase
+  depends on the question), from ``{qid: [frame numbers]}`` (:func:`read_frame_ids`) grouped by
+  :func:`frame_id_groups`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -275,3 +278,116 @@ class FrameSource:
 
     def __call__(self, video_id: str) -> torch.Tensor:
         return self.frames_for(video_id)
+
+
+# ---- named frames per question (STAGE) --------------------------------------------------------------
+
+
+def numbered_frame(folder: PathLike, number: int, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Path:
+    """The image of 1-indexed frame ``number`` in ``folder``: ``00042.jpg`` (TVQA's frames, 3 fps) or
+    ``42.jpg``, any of ``extensions`` (:class:`MissingFramesError` naming what was tried)."""
+    folder = Path(folder)
+    tried = []
+    for stem in (f"{int(number):05d}", str(int(number))):
+        for ext in extensions:
+            path = folder / f"{stem}{ext}"
+            if path.is_file():
+                return path
+            tried.append(str(path))
+    raise MissingFramesError(f"no image for frame {int(number)} in {str(folder)!r}; tried {', '.join(tried[:2])}, ...")
+
+
+class FrameIdSource:
+    """Frames chosen per question, not sampled per video: each *group* (a video and one list of its
+    1-indexed frame numbers, shared by the questions that read those frames) is read from the video's
+    frame folder, ``<root>/<video>/`` or ``<root>/<any folder>/<video>/`` (TVQA's
+    ``frames_hq/{show}_frames/<vid_name>/``), one image per number (:func:`numbered_frame`).
+
+    ``groups``: ``{group id: (video id, [frame numbers])}`` (:func:`frame_id_groups` builds it). Groups
+    have different lengths (``variable_frames``): the prior store pads them to the longest,
+    ``num_frames``, and records each group's ``frame_count``."""
+
+    variable_frames = True
+    clips = None
+
+    def __init__(self, root: PathLike, groups: Dict[str, Tuple[str, Sequence[int]]],
+                 image_extensions: Sequence[str] = IMAGE_EXTENSIONS):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"frame source root {str(self.root)!r} does not exist or is not a directory")
+        if not groups:
+            raise ValueError("no frame groups (field: frame_ids)")
+        self.groups = {str(k): (str(v), [int(f) for f in ids]) for k, (v, ids) in groups.items()}
+        self.num_frames = max(len(ids) for _, ids in self.groups.values())
+        self.image_extensions = tuple(image_extensions)
+        self._subfolders = sorted(p for p in self.root.iterdir() if p.is_dir())
+
+    def frame_count(self, group: str) -> int:
+        return len(self.groups[group][1])
+
+    def locate(self, group: str) -> Path:
+        video = self.groups[group][0]
+        tried = [self.root / video] + [sub / video for sub in self._subfolders]
+        for folder in tried:
+            if folder.is_dir():
+                return folder
+        raise MissingFramesError(f"no frame folder for video {video!r} under {str(self.root)!r}; tried "
+                                 f"{str(tried[0])}{os.sep} and <folder>/{video}{os.sep} in its {len(tried) - 1} folders")
+
+    def frames_for(self, group: str) -> torch.Tensor:
+        """uint8 ``[N, H, W, 3]``: the group's frames in its order."""
+        folder = self.locate(group)
+        frames = [_decode_image(numbered_frame(folder, n, self.image_extensions)) for n in self.groups[group][1]]
+        shapes = {tuple(f.shape) for f in frames}
+        if len(shapes) > 1:
+            raise ValueError(f"frame images in {str(folder)!r} differ in size: {sorted(shapes)}")
+        return torch.stack(frames)
+
+    def __call__(self, group: str) -> torch.Tensor:
+        return self.frames_for(group)
+
+
+def read_frame_ids(path: PathLike) -> Dict[str, List[int]]:
+    """A ``{qid: [1-indexed frame numbers]}`` JSON file (a recipe writes it: ``recipes/tvqaplus.py
+    --write-frame-ids``); every list non-empty, every number a positive integer."""
+    import json
+
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e}) (field: frame_ids)") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a {{qid: [frame numbers]}} object (field: frame_ids)")
+    out = {}
+    for qid, ids in data.items():
+        if (not isinstance(ids, list) or not ids
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in ids)):
+            raise ValueError(f"{path}: qid {qid!r}: frame ids must be a non-empty list of 1-indexed frame numbers, "
+                             f"got {str(ids)[:80]} (field: frame_ids)")
+        out[str(qid)] = ids
+    return out
+
+
+def frame_id_groups(questions, frame_ids: Dict[str, Sequence[int]], source: str = "frame ids"):
+    """``(questions with their video set to their group, {group: (video, frame numbers)})``: the
+    questions of one video that read the same frames share a group ``"<video>@<n>"`` (n counts the
+    video's distinct frame lists in order of first appearance), so each group's frames are decoded once
+    and scored for all its questions. A question without frame ids is an error naming it."""
+    import dataclasses
+
+    groups: Dict[str, Tuple[str, List[int]]] = {}
+    by_frames: Dict[Tuple[str, Tuple[int, ...]], str] = {}
+    per_video: Dict[str, int] = {}
+    regrouped = []
+    for q in questions:
+        if q.qid not in frame_ids:
+            raise ValueError(f"{source}: no frame ids for qid {q.qid!r} (video {q.video!r}) (field: frame_ids)")
+        key = (q.video, tuple(int(f) for f in frame_ids[q.qid]))
+        if key not in by_frames:
+            n = per_video.get(q.video, 0)
+            per_video[q.video] = n + 1
+            by_frames[key] = f"{q.video}@{n}"
+            groups[by_frames[key]] = (q.video, list(key[1]))
+        regrouped.append(dataclasses.replace(q, video=by_frames[key]))
+    return regrouped, groups

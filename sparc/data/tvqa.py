@@ -119,7 +119,9 @@ def stage_frame_ids(first_annotated: int, num_frames: int, interval: int = STAGE
 def span_label(start: float, end: float, num_frames: int, frame_ids: Sequence[int], fps: int = FPS) -> Tuple[int, int]:
     """STAGE's span label (``get_ts_label``): the span in seconds as (first, last) positions in
     ``frame_ids``. Times become 3-fps frame numbers (rescaled to 300 frames for a longer clip), searched
-    in the sampled ids, clamped to the last position, the end made inclusive unless equal to the start."""
+    in the sampled ids, clamped to the last position, the end made inclusive unless equal to the start.
+    STAGE passes the sampled frames as 0-indexed positions (``indices - 1`` of ``stage_frame_ids``), so
+    pass ``[f - 1 for f in stage_frame_ids(...)]`` to get its labels (:mod:`sparc.data.tvqa_stage` does)."""
     if num_frames > MAX_FRAMES:
         start, end = (MAX_FRAMES / num_frames * fps * x for x in (start, end))
     else:

@@ -187,7 +187,9 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
                            max_videos: Optional[int] = None, skip_missing: bool = False) -> ExtractionStats:
     """Score every question of ``questions`` (:class:`~sparc.data.questions.VideoQuestion` records)
     on its video's frames from ``frame_source`` (``video id -> uint8 [F, H, W, 3]``, e.g.
-    :class:`~sparc.data.frames.FrameSource`) and store ``probs [F, C]`` per qid at ``path``.
+    :class:`~sparc.data.frames.FrameSource`) and store ``probs [F, C]`` per qid at ``path``. A source
+    with ``variable_frames`` (:class:`~sparc.data.frames.FrameIdSource`, whose "videos" are groups of
+    questions reading the same frames) gives each its ``frame_count(video)`` frames, in a padded store.
 
     Multiple choice: each question's own candidates (all questions must have the same number).
     Open-ended: ``answer_set`` (e.g. :func:`~sparc.data.questions.open_answer_set` of train) is every
@@ -220,6 +222,9 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
                                  f"{num_candidates}; a store holds one candidate count (field: candidates)")
     groups = group_by_video(questions)
     num_frames = int(getattr(frame_source, "clips", None) or frame_source.num_frames)
+    # A source whose videos differ in frame count (FrameIdSource: frames chosen per question) writes a
+    # padded store: num_frames is the longest, each row keeps its own length.
+    variable = bool(getattr(frame_source, "variable_frames", False))
     meta = dict(metadata or {})
     meta.setdefault("teacher", type(teacher).__name__)
     if answer_set is not None:
@@ -242,6 +247,8 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
     del before   # drop its memory maps
     create = dict(num_candidates=num_candidates, num_frames=num_frames, dtype=dtype, resume=True,
                   shard_size=1 << 62)   # shards are cut at video boundaries below, never by row count
+    if variable:
+        create["pad_frames"] = True
     if world > 1:
         if rank == 0:
             PriorStore.create(path, metadata=final_meta, **create).close()
@@ -279,9 +286,10 @@ def extract_dataset_priors(teacher, questions, frame_source, path, *, answer_set
             todo = groups[video]
             state = teacher.encode_images(frames)
             probs = _score_video(teacher, state, todo, answer_set, autocast)
-            if probs.shape[1] != num_frames:
+            expected = frame_source.frame_count(video) if variable else num_frames
+            if probs.shape[1] != expected:
                 raise ValueError(f"qid {todo[0].qid!r}: the teacher returned {probs.shape[1]} frames for video "
-                                 f"{video!r}, expected {num_frames} (field: num_frames)")
+                                 f"{video!r}, expected {expected} (field: num_frames)")
             # A skipped video may have been the last of the previous shard: close that shard first.
             if buffered_shard is not None and buffered_shard != index // videos_per_shard:
                 writer.flush()
