@@ -123,6 +123,14 @@ def answer_predictions(table, predicted, answers):
     return out
 
 
+def check_priors_cover(store, qids, annotations) -> None:
+    """Every training question has its priors (checked up front: a missing one would stop the run mid-epoch)."""
+    for qid in qids:
+        if qid not in store:
+            raise ValueError(f"{annotations}: question {qid} has no priors in {store.path} (extract-priors over the "
+                             f"whole train split, without --skip-missing) (field: qid)")
+
+
 def main(argv=None) -> dict:
     p = recipe_parser(__doc__, data_help="folder with AGQA_balanced/{train,test}_balanced.txt, the HME-layout features "
                                          "and strID2numID.json", techniques="sparc")
@@ -172,6 +180,8 @@ def main(argv=None) -> dict:
                                                     max_words=config["max_words"], dataset=f["dataset"],
                                                     annotations=annotations)
     train_set, val_set, test_set = split(train_in, train_file), split(val_part, train_file), split(test_table, test_file)
+    if priors is not None:
+        check_priors_cover(priors, column(train_in, "qid"), train_file)
 
     backbone = build_hga(config["model"], args.seed, len(vocabulary), len(answers), glove)
     model = sparc.wrap(backbone, HGAAdapter(open_ended=True, num_answers=len(answers)),

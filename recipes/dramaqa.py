@@ -101,6 +101,14 @@ def submission(table, predicted) -> list:
             for q, p in zip(table["qid"], predicted.tolist())]
 
 
+def check_priors_cover(store, qids, annotations) -> None:
+    """Every training question has its priors (checked up front: a missing one would stop the run mid-epoch)."""
+    for qid in qids:
+        if qid not in store:
+            raise ValueError(f"{annotations}: question {qid} has no priors in {store.path} (extract-priors over the "
+                             f"whole train split, without --skip-missing) (field: qid)")
+
+
 def main(argv=None) -> dict:
     p = recipe_parser(__doc__, data_help=f"folder with {QA}/AnotherMissOhQA_{{train,val,test}}_set.json and the "
                                          "per-frame features AnotherMissOh_frame_features.h5")
@@ -142,6 +150,8 @@ def main(argv=None) -> dict:
                          f"candidates per question, the recipe needs {config['frames']} x 5 "
                          f"(extract-priors --num-frames {config['frames']}) (field: num_frames)")
 
+    if priors is not None:
+        check_priors_cover(priors, train_set.table["qid"], split_file(data, "train"))
     dim_vid = config["model"]["dim_vid"] or train_set.feature_dim
     if dim_vid != train_set.feature_dim:
         raise ValueError(f"{train_set.features}: features of {train_set.feature_dim} dimensions, the configuration "

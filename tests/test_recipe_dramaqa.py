@@ -61,6 +61,7 @@ def test_resumes_where_it_stopped_also_under_accelerate_launch(whole, tmp_path):
 SHOTS = {"AnotherMissOh01_002_0001": 3, "AnotherMissOh01_002_0002": 4, "AnotherMissOh01_002_0003": 2,
          "AnotherMissOh01_002_0004": 5}
 T = 8
+FEATURES = "AnotherMissOh_frame_features.h5"     # DATA's per-frame feature file (recipes/dramaqa_hga.json)
 
 
 def entry(qid, vid, shot_contained, level=3, answer=1):
@@ -75,7 +76,7 @@ def scene(tmp_path):
     from torchvision.io import write_png
 
     number = 0
-    with h5py.File(tmp_path / "features.h5", "w") as f:
+    with h5py.File(tmp_path / FEATURES, "w") as f:
         for shot, frames in SHOTS.items():
             f[shot] = np.arange(number, number + frames, dtype=np.float32)[:, None].repeat(3, axis=1)
             folder = tmp_path / "AnotherMissOh_images" / shot[:15] / shot[16:19] / shot[20:]
@@ -83,7 +84,8 @@ def scene(tmp_path):
             for i in range(frames):   # names as released: IMAGE_<frame id>.jpg order = natural order
                 write_png(torch.full((3, 4, 4), number + i, dtype=torch.uint8), str(folder / f"IMAGE_{1000 + 8 * i:010d}.png"))
             number += frames
-    split = tmp_path / "AnotherMissOhQA_train_set.json"
+    (tmp_path / "AnotherMissOh_QA").mkdir()
+    split = tmp_path / "AnotherMissOh_QA" / "AnotherMissOhQA_train_set.json"    # DATA's layout
     split.write_text(json.dumps([entry(7, "AnotherMissOh01_002_0000", [2, 4]),          # shots 2..4 of scene 002
                                  entry(8, "AnotherMissOh01_002_0003", [3], level=1)]))  # one shot
     return tmp_path, split
@@ -96,7 +98,7 @@ def test_scene_question_gathers_its_shots_frames(scene):
 
     root, split = scene
     vocab = WordVocabulary.build(["why is haeyoung sad because of dokyung no"])
-    ds = DramaQAFeatures(split, root / "features.h5", vocab, num_frames=T, max_words=9)
+    ds = DramaQAFeatures(split, root / FEATURES, vocab, num_frames=T, max_words=9)
     assert ds.shots[0] == ["AnotherMissOh01_002_0002", "AnotherMissOh01_002_0003", "AnotherMissOh01_002_0004"]
     assert frames_key("AnotherMissOh01_002_0000", [2, 4]) == "AnotherMissOh01_002_0002-0004"
     # shots 2-4 hold scene frames 3..13 (11 frames); the sampled ones, by hand:
@@ -119,16 +121,22 @@ def test_teachers_frame_folders_are_the_students_frames(scene):
     from sparc.data.words import WordVocabulary
 
     root, split = scene
-    counts = link_frame_folders([split], root / "AnotherMissOh_images", root / "frames", features=root / "features.h5")
+    counts = link_frame_folders([split], root / "AnotherMissOh_images", root / "frames", features=root / FEATURES)
     assert counts == {"AnotherMissOh01_002_0002-0004": 11, "AnotherMissOh01_002_0003": 2}
     questions = read_questions(split)                       # what extract-priors reads
     assert [q.video for q in questions] == list(counts) and [q.answer for q in questions] == [1, 1]
     assert [q.type for q in questions] == ["level_3", "level_1"]
-    ds = DramaQAFeatures(split, root / "features.h5", WordVocabulary.build(["x"]), num_frames=T)
+    ds = DramaQAFeatures(split, root / FEATURES, WordVocabulary.build(["x"]), num_frames=T)
     source = FrameSource(root / "frames", num_frames=T)     # extract-priors --frames ROOT --num-frames 8
     for i, q in enumerate(questions):
         assert source(q.video)[:, 0, 0, 0].tolist() == ds[i]["vid_feats"][:, 0].tolist()
     assert link_frame_folders([split], root / "AnotherMissOh_images", root / "frames") == counts   # again: kept
+    sys.path.insert(0, str(RECIPES))
+    import dramaqa  # recipes/dramaqa.py --frame-folders: the same folders, counts checked against the features
+
+    assert dramaqa.main(["--data", str(root), "--images", str(root / "AnotherMissOh_images"), "--frame-folders",
+                         str(root / "frames-cli")]) == {"folders": 2, "frames": 13}
+    assert sorted(p.name for p in (root / "frames-cli").iterdir()) == sorted(counts)
 
 
 def test_errors_name_the_question_and_the_field(scene, tmp_path):
@@ -141,15 +149,15 @@ def test_errors_name_the_question_and_the_field(scene, tmp_path):
     bad = tmp_path / "AnotherMissOhQA_val_set.json"
     bad.write_text(json.dumps([entry(9, "AnotherMissOh01_002_0000", [3, 6])]))        # shots 5, 6 do not exist
     with pytest.raises(ValueError, match=r"entry 0 \(qid 9\): shot AnotherMissOh01_002_0005 has no features in "
-                                         r".*features.h5 \(field: AnotherMissOh01_002_0005\)"):
-        DramaQAFeatures(bad, root / "features.h5", vocab)
+                                         r".*AnotherMissOh_frame_features.h5 \(field: AnotherMissOh01_002_0005\)"):
+        DramaQAFeatures(bad, root / FEATURES, vocab)
     with pytest.raises(ValueError, match=r"qid 9\): shot AnotherMissOh01_002_0005 has no images"):
         link_frame_folders([bad], root / "AnotherMissOh_images", tmp_path / "frames")
-    with h5py.File(root / "features.h5", "a") as f:
+    with h5py.File(root / FEATURES, "a") as f:
         del f["AnotherMissOh01_002_0004"]
         f["AnotherMissOh01_002_0004"] = np.zeros((4, 3), dtype=np.float32)
     with pytest.raises(ValueError, match=r"qid 7\): shot AnotherMissOh01_002_0004 has 5 images .* but 4 feature rows"):
-        link_frame_folders([split], root / "AnotherMissOh_images", tmp_path / "frames", features=root / "features.h5")
+        link_frame_folders([split], root / "AnotherMissOh_images", tmp_path / "frames", features=root / FEATURES)
     with pytest.raises(ValueError, match=r"qid 3\): scene-level question .* without its shots \(field: shot_contained\)"):
         question_shots("AnotherMissOh01_002_0000", [], qid="3")
     with pytest.raises(ValueError, match=r"shot_contained \[4, 2\] is not a range"):
@@ -161,4 +169,4 @@ def test_errors_name_the_question_and_the_field(scene, tmp_path):
                                        if k != "correct_idx"}]))
     with pytest.raises(ValueError, match=r"qid '5': no correct_idx .*\(field: correct_idx\)"):
         read_questions(test_split)
-    assert DramaQAFeatures(test_split, root / "features.h5", vocab)[0]["answer"] == -1   # the test split: no answers
+    assert DramaQAFeatures(test_split, root / FEATURES, vocab)[0]["answer"] == -1   # the test split: no answers
