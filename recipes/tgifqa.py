@@ -198,8 +198,8 @@ def main(argv=None) -> dict:
     report = {"benchmark": f"TGIF-QA {task} test", "task": task, "backbone": "memory-attention",
               "techniques": args.techniques, "metrics": tgifqa_metrics(test_set.table, test_values, task=task),
               "val_metrics": tgifqa_metrics(val_set.table, val_values, task=task),
-              "splits": {"train": len(train_set), "val": len(val_set), "test": len(test_set),
-                         "train_questions_dropped": len(fit_rows) - len(train_set)},
+              "splits": {"train_file": len(train_table), "train": len(train_set), "val": len(val_set),
+                         "test": len(test_set), "train_questions_dropped": len(fit_rows) - len(train_set)},
               "vocabulary": len(vocabulary), "glove_words_found": glove_found,
               "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
     files_out = {"predictions.json": predictions, "vocabulary.json": vocabulary.words}
