@@ -112,7 +112,9 @@ def test_a_reader_batch_trains_stage_through_its_adapter(smoke, tmp_path):
     store = PriorStore.open(smoke / "priors-train")
     priors = prior_lookup(store)(batch)
     assert priors.shape == (B, T, 5)
-    model = sparc.wrap(tvqaplus.build_stage(dict(config()["model"], hsz=16, dropout=0.0), seed=0), STAGEAdapter(),
+    # the full STAGE (span proposals over the ground-truth span), as the span loss will train it
+    model = sparc.wrap(tvqaplus.build_stage(dict(config()["model"], hsz=16, dropout=0.0, add_local=True), seed=0),
+                       STAGEAdapter(),
                        [sparc.TemporalGuidance(threshold=0.5), sparc.SpatialDistillation()])
     out = model(batch, priors=priors)
     out.loss.backward()

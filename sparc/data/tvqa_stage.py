@@ -125,12 +125,14 @@ class STAGEQuestions(torch.utils.data.Dataset):
         return {self.qids[i]: self.frames(i)[0] for i in range(len(self))}
 
     def check(self) -> None:
+        questions, candidates = self.table["question"], self.table["candidates"]
         for i in range(len(self)):
             ids, _, _ = self.frames(i)
             where, vid = self.where(i), self.vid_names[i]
             self.subtitles.sentences(vid, where)
+            self.text.check_video(vid, where)
             self.visual.check(vid, [f - 1 for f in ids], where)
-            self.text.check(self.qids[i], where)
+            self.text.check(self.qids[i], questions[i], candidates[i], where)
 
     # ---- one item ------------------------------------------------------------------------------
     def __getitem__(self, i: int) -> dict:

@@ -243,23 +243,29 @@ class STAGEText:
     def word_ids(self, words: Sequence[str]) -> List[int]:
         return [int(self.word2idx.get(w.lower(), self.unk)) for w in words]
 
-    def check(self, qid: str, where: str) -> None:
-        f = self._h5.file(self.qa_h5)
-        for key in [f"{qid}_q"] + [f"{qid}_a{k}" for k in range(5)]:
-            if key not in f:
-                raise ValueError(f"{self.qa_h5}: {where}: no dataset {key!r} for question {qid} (field: {key})")
+    def check(self, qid: str, question: str, answers: Sequence[str], where: str) -> None:
+        """The six token datasets of a question exist with one row per token (shapes only: no data read)."""
+        for part, text in [("q", question)] + [(f"a{k}", a) for k, a in enumerate(answers)]:
+            self._dataset(qid, part, self.words(text), where)
 
-    def _rows(self, qid: str, part: str, words: Sequence[str], where: str) -> np.ndarray:
+    def check_video(self, vid: str, where: str) -> None:
+        if vid not in self._h5.file(self.sub_h5):
+            raise ValueError(f"{self.sub_h5}: {where}: no dataset for video {vid} (field: {vid})")
+
+    def _dataset(self, qid: str, part: str, words: Sequence[str], where: str):
         key = f"{qid}_{part}"
         f = self._h5.file(self.qa_h5)
         if key not in f:
             raise ValueError(f"{self.qa_h5}: {where}: no dataset {key!r} for question {qid} (field: {key})")
-        rows = np.asarray(f[key][()], dtype=np.float32)
-        if rows.ndim != 2 or rows.shape[0] != len(words):
-            raise ValueError(f"{self.qa_h5}: {where}: {key!r} has shape {tuple(rows.shape)}, expected one row per "
+        data = f[key]
+        if len(data.shape) != 2 or data.shape[0] != len(words):
+            raise ValueError(f"{self.qa_h5}: {where}: {key!r} has shape {tuple(data.shape)}, expected one row per "
                              f"token of the text ({len(words)}: {' '.join(words)!r}); read the questions from the "
                              f"STAGE release's tvqa_plus_*_preprocessed.json (field: {key})")
-        return rows
+        return data
+
+    def _rows(self, qid: str, part: str, words: Sequence[str], where: str) -> np.ndarray:
+        return np.asarray(self._dataset(qid, part, words, where)[()], dtype=np.float32)
 
     def hypothesis(self, qid: str, question: str, answer: str, k: int, where: str):
         """``(features (Lq + La, 768), words)`` of "question + answer k" (question rows first)."""
@@ -268,10 +274,9 @@ class STAGEText:
         return rows, q_words + a_words
 
     def subtitles(self, vid: str, sentences: Sequence[str], where: str) -> List[np.ndarray]:
-        f = self._h5.file(self.sub_h5)
-        if vid not in f:
-            raise ValueError(f"{self.sub_h5}: {where}: no dataset for video {vid} (field: {vid})")
-        return _dissect(np.asarray(f[vid][()], dtype=np.float32), [len(s.split()) for s in sentences])
+        self.check_video(vid, where)
+        rows = np.asarray(self._h5.file(self.sub_h5)[vid][()], dtype=np.float32)
+        return _dissect(rows, [len(s.split()) for s in sentences])
 
 
 class GloveText:
@@ -290,7 +295,10 @@ class GloveText:
     def word_ids(self, words: Sequence[str]) -> List[int]:
         return [self.vocabulary.index.get(w, 1) for w in words]
 
-    def check(self, qid: str, where: str) -> None:
+    def check(self, qid: str, question: str, answers: Sequence[str], where: str) -> None:
+        return None
+
+    def check_video(self, vid: str, where: str) -> None:
         return None
 
     def hypothesis(self, qid: str, question: str, answer: str, k: int, where: str):
