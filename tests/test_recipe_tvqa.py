@@ -159,6 +159,58 @@ def test_reader_errors_name_file_question_and_field(smoke, tmp_path):
         question_frames({"400": []}, 500, "x.json, entry 0 (qid 7)")
 
 
+def test_stage_frames_of_every_real_val_question():
+    """On the real TVQA+ val file (3,017 questions, boxes at frames 1..285): every question's first annotated
+    frame is sampled, and its annotated frames are exactly the sampled positions first..last."""
+    records = json.loads((ANNOTATIONS / "tvqa_plus_val.json").read_text())
+    spans = 0
+    for r in records:
+        ids, first, last = question_frames(r["bbox"], 300, f"qid {r['qid']}")
+        assert [str(f) for f in ids[first:last + 1]] == sorted(r["bbox"], key=int)
+        spans += last - first + 1
+    assert len(records) == 3017 and spans == 15309                  # every annotated frame entry, once
+
+
+def test_attention_labels_and_the_originals_iou_by_hand():
+    from sparc.data.tvqa_att import attention_labels, box_iou
+
+    # computeIoU adds 1 pixel to the intersection only: identical 10 x 10 boxes give 121 / 79
+    assert box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == pytest.approx(121 / 79)
+    # [0, 0, 10, 10] vs [0, 0, 10, 20]: 121 / (100 + 200 - 121) = 0.676 -> positive; vs [5, 0, 15, 10]: 66 / 134
+    assert box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(66 / 134)
+    gt = {"7": [{"left": 0, "top": 0, "width": 10, "height": 10, "label": "Penny"}], "13": []}
+    detected = [np.array([[0, 0, 10, 20], [5, 0, 15, 10], [0, 0, 11, 11], [50, 50, 60, 60]]), np.zeros((0, 4))]
+    labels = attention_labels(gt, detected, [3, 2], ["where", "is", "penny", "?", "Penny", "sits"], num_frames=20)
+    assert labels.shape == (2, 7, 3)                                # 2 frames, 6 words + end token, 3 regions
+    # regions 0 and 2 (IoU 0.676, 121 / 100) of frame 7 for both mentions of "penny"; region 3 is not kept (count 3)
+    assert labels[0, 2].tolist() == [0.5, 0.0, 0.5] and labels[0, 4].tolist() == [0.5, 0.0, 0.5]
+    assert labels.sum() == 2.0
+
+
+def test_the_detector_json_is_read_one_video_at_a_time(tmp_path):
+    from sparc.data.tvqa_stage_files import build_boxes_cache, iter_json_object
+    import h5py
+
+    (tmp_path / "boxes.json").write_text(json.dumps({"v1": {"boxes": [[[0, 0, 1, 1]], []], "counts": [1, 0]},
+                                                    "v2": {"boxes": [[[1.5, 2, 3, 4], [0, 0, 9, 9]]], "counts": [2]}}))
+    assert [k for k, _ in iter_json_object(tmp_path / "boxes.json")] == ["v1", "v2"]
+    with h5py.File(build_boxes_cache(tmp_path / "boxes.json", tmp_path / "cache.h5")) as f:
+        assert f["v2"]["boxes"][()].tolist() == [[1.5, 2, 3, 4], [0, 0, 9, 9]] and f["v1"]["box_counts"][()].tolist() == [1, 0]
+    (tmp_path / "bad.json").write_text('{"v1": {"boxes": [], "counts": []} "v2": 1}')
+    with pytest.raises(ValueError, match=r"bad\.json: not JSON at character \d+"):
+        list(iter_json_object(tmp_path / "bad.json"))
+
+
+def test_subtitle_tokens_that_do_not_add_up_are_split_as_the_original_splits_them():
+    from sparc.data.tvqa_stage_files import _dissect
+
+    rows = np.arange(4)[:, None] * np.ones((1, 2))
+    # sentences of 2, 3 and 1 tokens over 4 rows: [0:2], [2:4] (short), [5:6] empty -> the previous piece
+    pieces = _dissect(rows, [2, 3, 1])
+    assert [p[:, 0].tolist() for p in pieces] == [[0, 1], [2, 3], [2, 3]]
+    assert [p[:, 0].tolist() for p in _dissect(rows[:0], [1, 1])] == [[], []]
+
+
 # --------------------------------------------------------------------------- predictions
 
 
