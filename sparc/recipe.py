@@ -163,14 +163,17 @@ def machine() -> Dict[str, str]:
 
 
 def write_results(output, report: dict, files: Optional[Dict[str, object]] = None) -> dict:
-    """On the main process: ``OUTPUT/results.json`` (``report`` with the command and machine added)
+    """On the main process: ``OUTPUT/results.json`` (``report`` with the process count, command and
+    machine added)
     and each of ``files`` (``{name: JSON value}``, e.g. the official-layout predictions); prints the
     metrics. Every process then leaves the process group. Returns the report ({} elsewhere)."""
     from sparc.distributed import end_process_group
 
+    from accelerate import PartialState
+
     written = {}
     if is_main_process():
-        written = {**report, "command": sys.argv, "machine": machine()}
+        written = {**report, "processes": PartialState().num_processes, "command": sys.argv, "machine": machine()}
         os.makedirs(output, exist_ok=True)
         for name, value in (files or {}).items():
             with open(Path(output) / name, "w") as f:

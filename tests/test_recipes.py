@@ -50,11 +50,16 @@ def test_nextqa_resumes_where_it_stopped(tmp_path):
 def test_nextqa_under_accelerate_on_two_cpu_processes(tmp_path):
     from helpers import free_port  # tests/helpers.py
 
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-              "--main_process_port", str(free_port()), str(RECIPES / "nextqa.py"), "--smoke", "--output", str(tmp_path)]
+    # accelerate launch --cpu always starts ONE process (accelerate 1.16: its simple launcher); two CPU
+    # processes are the multi-process launcher with ACCELERATE_USE_CPU=1, which Accelerator reads as MULTI_CPU.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+              str(RECIPES / "nextqa.py"), "--smoke", "--output", str(tmp_path)]
     subprocess.run(launch, check=True, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True)
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["processes"] == 2
     assert list(results["metrics"]) == KEYS and len(json.loads((tmp_path / "predictions.json").read_text())) == 24
+    assert results["global_step"] == 4                                  # 2 epochs x ceil(12 questions per process / 8)
 
 
 def test_atp_hard_scores_a_nextqa_run_on_its_subset_in_each_file_form(tmp_path):
