@@ -21,12 +21,8 @@ with the same ``--output``. ``OUTPUT/results.json`` holds the test accuracy (``o
 reads it), ``answers.json`` the answer set in class order.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # memory_attention.py beside this file
-
-from memory_attention import msqa_main  # noqa: E402
+# recipes/memory_attention.py, found because python puts a script's folder on sys.path
+from memory_attention import msqa_main
 
 
 def main(argv=None) -> dict:

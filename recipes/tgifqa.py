@@ -26,12 +26,10 @@ the configuration; ``OUTPUT/predictions.json`` is ``{vid_id: {"prediction", "ans
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # memory_attention.py beside this file
-
-from memory_attention import (build_model, check_store, check_techniques, cli_overrides, open_store,  # noqa: E402
+# recipes/memory_attention.py, found because python puts a script's folder on sys.path
+from memory_attention import (build_model, check_store, check_techniques, cli_overrides, open_store,
                               run_answer_set, smoke_sizes, train_and_predict, wrapped)
 
 HERE = Path(__file__).resolve().parent

@@ -168,6 +168,11 @@ def test_extract_priors_reads_the_released_json(tmp_path):
     msrvtt = tmp_path / "msrvtt_train_qa.json"
     msrvtt.write_text(json.dumps([{"answer": "man", "category_id": 3, "id": 0, "question": "who sings?", "video_id": 0}]))
     assert read_questions(msrvtt)[0].video == "video0" and read_questions(msrvtt)[0].qid == "0"
+    # the batches' prior keys are the qids extract-priors stores
+    with h5py.File(tmp_path / "f.h5", "w") as f:                    # video 1451's row exists, tiny streams
+        f["vgg"] = f["c3d"] = np.zeros((1500, 2, 3), dtype=np.float32)
+    data = MSQAFeatures(msvd, tmp_path / "f.h5", "msvd", msqa_vocabulary(read_msqa_table(msvd)), ["someone"], num_frames=2)
+    assert [data[i]["qid"] for i in range(3)] == [r.qid for r in records]
     msvd.write_text(json.dumps([{"answer": "x", "id": 5, "question": "what?", "video_id": "v12"}]))
     with pytest.raises(ValueError, match=r"qid '5': video_id 'v12' is not a video number \(field: video_id\)"):
         read_questions(msvd)

@@ -271,3 +271,13 @@ def test_smoke_files_are_in_the_released_layout(tmp_path):
             assert len(read_tgifqa_table(path)) == (24 if split == "Train" else 12)
     assert '"respond ""no"""' in (data / "dataset" / "Train_transition_question.csv").read_text() or \
         '"respond ""no"""' in (data / "dataset" / "Test_transition_question.csv").read_text()
+    # the batches' prior keys are the qids sparc extract-priors stores for the same file
+    from sparc.data.questions import read_questions
+
+    for task in ("action", "transition", "frameqa"):
+        path = data / "dataset" / f"Train_{task}_question.csv"
+        table = read_tgifqa_table(path)
+        batches = TGIFQAFeatures(path, task, data / "features" / "TGIF_RESNET_pool5.hdf5",
+                                 data / "features" / "TGIF_C3D_fc6.hdf5", tgifqa_vocabulary(table), 6,
+                                 answers=sorted(set(table["answer"])) if task == "frameqa" else None)
+        assert [batches[i]["qid"] for i in range(len(batches))] == [r.qid for r in read_questions(path)]
