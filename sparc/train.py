@@ -36,6 +36,11 @@ class TrainConfig:
     progress: bool = True
     log_with: Optional[str] = "auto"  # "auto": tensorboard when installed and output_dir is set
     max_steps: Optional[int] = None   # stop after this many optimizer steps (tests, smoke runs)
+    # Early stopping and the best epoch, on the eval set's ``best_metric`` (needs an eval set):
+    early_stopping_patience: Optional[int] = None   # stop after this many evaluations without improvement
+    keep_best: bool = False           # end with the best evaluation's weights and predictions
+    best_metric: str = "accuracy"
+    best_mode: str = "max"            # "max" or "min"
 
 
 @dataclass
@@ -46,6 +51,8 @@ class TrainResult:
     metrics: Dict[str, float] = field(default_factory=dict)     # last evaluation
     predictions: Optional[torch.Tensor] = None                  # [N] predicted index per eval example
     global_step: int = 0
+    best_epoch: Optional[int] = None                            # the best evaluation's epoch
+    stopped_early: bool = False
 
 
 class EpochShuffleSampler(Sampler):
@@ -174,6 +181,7 @@ def train(
     from accelerate import skip_first_batches
     from accelerate.utils import set_seed
 
+    from sparc.early_stopping import EvalRecord
     from sparc.resumable import ResumableJob, progress_bar
 
     if accelerator is None:
@@ -204,6 +212,13 @@ def train(
     if config.resume:
         job.restore(accelerator)
     result.global_step = job.global_step
+    if (config.early_stopping_patience or config.keep_best) and eval_loader is None:
+        raise ValueError("early stopping and keep_best compare evaluations: pass eval_set")
+    record = EvalRecord(config.output_dir, config.best_metric, config.best_mode, config.early_stopping_patience,
+                        keep_weights=config.keep_best)
+    record.restore(job.start("epoch"))
+    result.eval_history = list(record.history)
+    unwrapped = lambda: accelerator.unwrap_model(model).state_dict()
     if accelerator.trackers == [] and _tracker(config):
         accelerator.init_trackers("sparc", config={k: v for k, v in asdict(config).items() if isinstance(v, (int, float, str, bool))})
 
@@ -211,8 +226,9 @@ def train(
     total = steps_per_epoch * config.epochs
     bar = progress_bar(total, result.global_step, description, config.progress and accelerator.is_local_main_process)
     model.train()
-    done = False
-    for epoch in range(job.start("epoch"), config.epochs):
+    done = record.should_stop()          # a resumed run whose patience was already spent
+    result.stopped_early = done
+    for epoch in range(job.start("epoch"), config.epochs if not done else 0):
         skip_batches = job.start("batch", epoch)
         loader = skip_first_batches(train_loader, skip_batches) if skip_batches else train_loader
         # Accelerate's loaders re-set the sampler's epoch from their own iteration counter at every
@@ -246,15 +262,25 @@ def train(
         if eval_loader is not None and not done:
             metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field, predict=predict)
             result.metrics = metrics
-            result.eval_history.append({"epoch": epoch, **metrics})
+            record.add(epoch, metrics, unwrapped, accelerator.is_main_process)
+            result.eval_history = list(record.history)
             if accelerator.trackers:
                 accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=result.global_step)
         if config.output_dir and not config.checkpoint_every and not done:
             job.save(accelerator, result.global_step, epoch=epoch + 1, batch=0)
         if done:
             break
+        if record.should_stop():
+            result.stopped_early = done = True
+            break
     bar.close()
-    if eval_loader is not None and done:
+    result.best_epoch = record.best_epoch
+    last = record.history[-1]["epoch"] if record.history else None
+    if config.keep_best and record.best_epoch is not None and (record.best_epoch != last or result.predictions is None):
+        accelerator.wait_for_everyone()               # the main process has written the best weights
+        accelerator.unwrap_model(model).load_state_dict(record.best_weights())
+        result.metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field, predict=predict)
+    elif eval_loader is not None and ((done and not result.stopped_early) or result.predictions is None):
         result.metrics, result.predictions = evaluate(accelerator, model, eval_loader, answer_field, predict=predict)
     if accelerator.trackers:
         accelerator.end_training()

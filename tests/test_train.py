@@ -191,3 +191,65 @@ def test_predict_gives_the_eval_predictions_a_recipe_asks_for():
                  predict=lambda out: torch.stack([out.logits.argmax(-1).double(), out.logits.max(-1).values.double()], -1))
     assert both.predictions.shape == (10, 2) and "accuracy" not in both.metrics and both.metrics["num_examples"] == 10
     assert torch.equal(both.predictions[:, 0].long(), plain.predictions)   # same seed, same run: same answers
+
+
+def test_early_stopping_counts_evaluations_without_improvement():
+    data = TinyQA(12, seed=4)
+    config = TrainConfig(epochs=10, batch_size=4, lr=0.0, progress=False, log_with=None, early_stopping_patience=2)
+    result = run(data, config)                      # lr 0: accuracy never improves after epoch 0
+    assert result.stopped_early and [e["epoch"] for e in result.eval_history] == [0, 1, 2]
+    assert result.best_epoch == 0 and result.global_step == 3 * 3
+
+
+class ScriptedAccuracy(torch.nn.Module):
+    """A model whose eval accuracy after each epoch follows a script: a buffer counts its training
+    steps (so it lives in the weights keep_best restores), and in eval the first ``right`` of the N
+    examples get their answer. Its exact numbers hold on any CPU."""
+
+    SCRIPT = [0.25, 0.75, 0.5, 0.5]          # accuracy after epochs 0..3: the best is epoch 1
+
+    def __init__(self, steps_per_epoch):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch, priors=None):
+        from types import SimpleNamespace
+
+        if self.training:
+            self.steps += 1
+            return SimpleNamespace(loss=self.w ** 2)
+        epoch = int(self.steps) // self.steps_per_epoch - 1
+        right = batch["index"] < int(self.SCRIPT[epoch] * 8)
+        answer = batch["answer"]
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(torch.where(right, answer, (answer + 1) % C), C).float())
+
+
+def test_keep_best_ends_with_the_best_epochs_weights(tmp_path):
+    data = TinyQA(8, seed=5)
+    config = TrainConfig(epochs=4, batch_size=4, progress=False, log_with=None, keep_best=True)
+    result = train(ScriptedAccuracy(2), data, data.collate, config, eval_set=data)
+    assert [e["accuracy"] for e in result.eval_history] == ScriptedAccuracy.SCRIPT
+    assert result.best_epoch == 1 and result.metrics["accuracy"] == 0.75
+    assert (result.predictions == data.answer).tolist() == [True] * 6 + [False] * 2
+    # through the files beside the checkpoints, killed in epoch 2 and resumed: the same end
+    on_disk = TrainConfig(**{**config.__dict__, "output_dir": str(tmp_path)})
+    train(ScriptedAccuracy(2), data, data.collate, TrainConfig(**{**on_disk.__dict__, "max_steps": 5}), eval_set=data)
+    resumed = train(ScriptedAccuracy(2), data, data.collate, on_disk, eval_set=data)
+    assert resumed.best_epoch == 1 and torch.equal(resumed.predictions, result.predictions)
+    assert [e["epoch"] for e in resumed.eval_history] == [0, 1, 2, 3]
+    # without keep_best the run ends with its last epoch
+    last = train(ScriptedAccuracy(2), data, data.collate, TrainConfig(**{**config.__dict__, "keep_best": False}), eval_set=data)
+    assert last.metrics["accuracy"] == 0.5 and last.best_epoch == 1
+
+
+def test_early_stopping_resumes_its_count(tmp_path):
+    data = TinyQA(12, seed=4)
+    config = TrainConfig(epochs=10, batch_size=4, lr=0.0, progress=False, log_with=None, early_stopping_patience=2,
+                         output_dir=str(tmp_path))
+    run(data, TrainConfig(**{**config.__dict__, "max_steps": 6}))     # two epochs, then killed
+    resumed = run(data, config)
+    assert resumed.stopped_early and [e["epoch"] for e in resumed.eval_history] == [0, 1, 2]
+    again = run(data, config)                                          # a finished run started again: no training
+    assert again.stopped_early and again.global_step == 9 and again.predictions is not None
