@@ -105,14 +105,17 @@ def sparc_techniques(name: str, config: dict) -> list:
 
 
 def train_config(args, config: dict):
-    """``TrainConfig`` from the configuration (``weight_decay``, ``max_grad_norm`` when it has them)."""
+    """``TrainConfig`` from the configuration (``weight_decay``, ``max_grad_norm``,
+    ``early_stopping_patience``, ``keep_best`` when it has them)."""
     from sparc.train import TrainConfig
 
     return TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"],
                        eval_batch_size=config.get("eval_batch_size", config["batch_size"]), lr=config["lr"],
                        weight_decay=config.get("weight_decay", 0.0), max_grad_norm=config.get("max_grad_norm"),
                        seed=args.seed, output_dir=args.output, num_workers=args.num_workers,
-                       max_steps=args.max_steps, progress=not args.smoke, log_with=None if args.smoke else "auto")
+                       max_steps=args.max_steps, progress=not args.smoke, log_with=None if args.smoke else "auto",
+                       early_stopping_patience=config.get("early_stopping_patience"),
+                       keep_best=config.get("keep_best", False))
 
 
 def open_priors(args):
