@@ -148,8 +148,8 @@ def main(argv=None) -> dict:
     import sparc
     from sparc.adapters import HGAAdapter
     from sparc.data.agqa import read_agqa_table, validation_split
-    from sparc.data.agqa_features import (AGQAFeatures, answer_counts, answer_set_for_run, collate_agqa, column,
-                                          read_str2num)
+    from sparc.data.agqa_features import AGQAFeatures, answer_counts, collate_agqa, column, read_str2num
+    from sparc.data.answer_sets import answer_set_from_config, store_answer_set
     from sparc.data.words import WordVocabulary, answer_index, glove_matrix
     from sparc.metrics import agqa_accuracy
     from sparc.train import evaluate, make_accelerator, probe_ddp_kwargs, train
@@ -159,7 +159,10 @@ def main(argv=None) -> dict:
     full_train = read_agqa_table(train_file, cache_dir=out / "tables" / "train")   # Arrow on disk, memory-mapped
     test_table = read_agqa_table(test_file, cache_dir=out / "tables" / "test")
     priors = open_priors(args)
-    answers = answer_set_for_run(answer_counts(full_train), config["answer_set"], priors, str(train_file))
+    counts = answer_counts(full_train)
+    answers = answer_set_from_config(counts, config["answer_set"])
+    if priors is not None:   # the store's list, in its order (prior [t, c] is answer c of it), checked against the rule
+        answers = store_answer_set(priors, counts, str(train_file), expected=answers)
     if priors is not None and priors.num_frames != config["frames"]:
         raise ValueError(f"prior store {priors.path} has {priors.num_frames} frames per question, the recipe samples "
                          f"{config['frames']} (extract-priors --num-frames {config['frames']}) (field: num_frames)")

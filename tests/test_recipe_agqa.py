@@ -38,7 +38,7 @@ def test_smoke_writes_agqa_accuracy_on_test(whole):
 
     results = json.loads((whole / "results.json").read_text())
     assert set(results["metrics"]) == {"binary", "open", "total"} and results["techniques"] == "sparc"
-    assert results["answer_set"] == {"size": 8, "rule": {"min_count": 2}, "from": "prior store"}
+    assert results["answer_set"] == {"size": 8, "rule": {"rule": "sparc", "min_count": 2}, "from": "prior store"}
     assert results["train_questions_outside_answer_set"] == 1           # 'lamp' occurs once in train
     assert results["global_step"] == 2 * -(-results["train_questions"] // 8)
     predictions = json.loads((whole / "predictions.json").read_text())
@@ -85,38 +85,42 @@ def store(tmp_path, answers, name="store"):
 
 
 def test_answer_set_is_the_stores_in_its_order_checked_against_the_rule(tmp_path):
-    from sparc.data.agqa_features import answer_set_for_run, train_answer_set
+    from sparc.data.answer_sets import answer_set_from_config, store_answer_set
 
     counts = Counter({"No": 5, "Yes": 5, "table": 3, "chair": 2, "lamp": 1})
-    assert train_answer_set(counts, {"min_count": 2}) == ["No", "Yes", "table", "chair"]   # by count, ties a-z
-    assert answer_set_for_run(counts, {"min_count": 2}) == ["No", "Yes", "table", "chair"]
+    rule = {"rule": "sparc", "min_count": 2}
+    wanted = answer_set_from_config(counts, rule)
+    assert wanted == ["No", "Yes", "table", "chair"]                     # by count, ties a-z
     # with priors: exactly the store's list, in the store's order (prior [t, c] is answer c of it)
-    assert answer_set_for_run(counts, {"min_count": 2}, store(tmp_path, ["chair", "Yes", "No", "table"])) == [
+    assert store_answer_set(store(tmp_path, ["chair", "Yes", "No", "table"]), counts, expected=wanted) == [
         "chair", "Yes", "No", "table"]
-    with pytest.raises(ValueError, match=r"not the answer set \{'min_count': 2\}.*'lamp' is in the store only.*"
+    with pytest.raises(ValueError, match=r"not the configured answer set.*'lamp' is in the store only.*"
                                          r"field: metadata.answers"):
-        answer_set_for_run(counts, {"min_count": 2}, store(tmp_path, ["No", "Yes", "table", "chair", "lamp"], "more"))
+        store_answer_set(store(tmp_path, ["No", "Yes", "table", "chair", "lamp"], "more"), counts, expected=wanted)
     with pytest.raises(ValueError, match="'chair' is missing from the store"):
-        answer_set_for_run(counts, {"min_count": 2}, store(tmp_path, ["No", "Yes", "table"], "fewer"))
+        store_answer_set(store(tmp_path, ["No", "Yes", "table"], "fewer"), counts, expected=wanted)
     from sparc.priors import PriorStore
 
     plain = PriorStore.from_arrays(tmp_path / "mc", ["q"], np.full((1, 8, 4), 0.25, dtype=np.float32))
     with pytest.raises(ValueError, match="records no answer list.*--answers-from"):
-        answer_set_for_run(counts, {"min_count": 2}, plain)
+        store_answer_set(plain, counts, expected=wanted)
 
 
 def test_vocabulary_rule_and_bad_rules(tmp_path):
-    from sparc.data.agqa_features import train_answer_set
+    from sparc.data.answer_sets import answer_set_from_config
 
     (tmp_path / "vocab.json").write_text(json.dumps({"table": 1, "No": 0, "Yes": 2}))   # MIST's {answer: id}
-    assert train_answer_set(Counter(), {"vocab": str(tmp_path / "vocab.json")}) == ["No", "table", "Yes"]
+    vocab = {"rule": "vocab", "vocab": str(tmp_path / "vocab.json")}
+    assert answer_set_from_config(Counter(), vocab) == ["No", "table", "Yes"]
     (tmp_path / "bad.json").write_text(json.dumps({"No": 0, "Yes": 2}))
     with pytest.raises(ValueError, match="indices must be 0..1"):
-        train_answer_set(Counter(), {"vocab": str(tmp_path / "bad.json")})
+        answer_set_from_config(Counter(), {**vocab, "vocab": str(tmp_path / "bad.json")})
     with pytest.raises(ValueError, match="field: answer_set"):
-        train_answer_set(Counter({"No": 3}), {"top": 171})
+        answer_set_from_config(Counter({"No": 3}), {"top": 171})
+    with pytest.raises(ValueError, match="unknown parameter 'top'"):
+        answer_set_from_config(Counter({"No": 3}), {"rule": "top", "top": 171})
     with pytest.raises(ValueError, match="no train answer occurs 2 times"):
-        train_answer_set(Counter({"No": 1}), {"min_count": 2})
+        answer_set_from_config(Counter({"No": 1}), {"rule": "sparc", "min_count": 2})
 
 
 # ---- the batches -----------------------------------------------------------------------------------

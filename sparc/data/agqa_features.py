@@ -14,7 +14,7 @@ features the AGQA baselines release in HME's layout.
 - Question text: word ids over the train split's :class:`sparc.data.words.WordVocabulary` (no
   question features are released for AGQA), the first ``max_words`` words (35: HME's AGQA
   ``max_sequence_length`` and Jumpin2/HGA's ``q_max_length``).
-- Answers: a class of one answer set (:func:`train_answer_set`, :func:`answer_set_for_run`); -1 for a
+- Answers: a class of one answer set (:mod:`sparc.data.answer_sets`); -1 for a
   question whose answer is outside it (it can never be predicted, so it counts as wrong).
 
 Feature files are opened lazily in each process (:class:`sparc.data.hdf5.LazyH5`); every question's
@@ -56,65 +56,6 @@ def answer_counts(table) -> Counter:
     for batch in table.iter(batch_size=CHUNK):
         counts.update(batch["answer"])
     return counts
-
-
-def train_answer_set(counts: Counter, rule: dict) -> List[str]:
-    """The answer set over the train split's answer counts, by ``rule``:
-
-    - ``{"min_count": N}``: answers seen at least N times, most frequent first, ties alphabetical:
-      SpARC 3.1 with N = 2 ("answers in training data that appear more than once"), exactly the list
-      ``sparc extract-priors --answers-from TRAIN --min-answer-count N`` records in its store;
-    - ``{"vocab": path}``: a JSON answer vocabulary, ``{answer: index}`` (MIST's ``vocab.json``, 171
-      answers for AGQA 2.0) in index order, or a list.
-    """
-    from sparc.data.questions import answers_by_count
-
-    if set(rule) == {"min_count"}:
-        found = list(answers_by_count(counts, int(rule["min_count"])))
-        if not found:
-            raise ValueError(f"no train answer occurs {rule['min_count']} times (field: answer_set.min_count)")
-        return found
-    if set(rule) == {"vocab"}:
-        path = Path(rule["vocab"])
-        with open(path) as f:
-            vocab = json.load(f)
-        if isinstance(vocab, dict):
-            if sorted(vocab.values()) != list(range(len(vocab))):
-                raise ValueError(f"{path}: the answer indices must be 0..{len(vocab) - 1}, each once (field: answer_set.vocab)")
-            vocab = sorted(vocab, key=vocab.get)
-        if not isinstance(vocab, list) or not vocab or not all(isinstance(a, str) for a in vocab):
-            raise ValueError(f"{path}: expected {{answer: index}} or a list of answers (field: answer_set.vocab)")
-        answer_index(vocab)   # each answer once
-        return list(vocab)
-    raise ValueError(f"answer_set must be {{'min_count': N}} or {{'vocab': PATH}}, got {rule!r} (field: answer_set)")
-
-
-def answer_set_for_run(counts: Counter, rule: dict, store=None, train_file: str = "train_balanced.txt") -> List[str]:
-    """The classes of a run, in the order of the model's outputs. With a prior store: exactly the store's
-    recorded answer list (metadata ``"answers"``: prior ``[t, c]`` is answer ``c`` of it), checked against
-    the store's candidate count and against ``rule``'s set over the train answers (a store extracted
-    over another answer set would put the teacher's probabilities on the wrong classes). Without one:
-    ``rule``'s set (:func:`train_answer_set`)."""
-    wanted = train_answer_set(counts, rule)
-    if store is None:
-        return wanted
-    where = f"prior store {store.path}"
-    answers = store.metadata.get("answers")
-    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-        raise ValueError(f"{where} records no answer list (metadata 'answers'): extract AGQA's priors open-ended, "
-                         f"with sparc extract-priors --answers-from {train_file} (field: metadata.answers)")
-    if len(answers) != store.num_candidates or len(set(answers)) != len(answers):
-        raise ValueError(f"{where}: its answer list has {len(answers)} answers ({len(set(answers))} distinct) but "
-                         f"its priors have {store.num_candidates} candidates (field: metadata.answers)")
-    if set(answers) != set(wanted):
-        extra = sorted(set(answers) - set(wanted))
-        lacking = sorted(set(wanted) - set(answers))
-        example = f"{extra[0]!r} is in the store only" if extra else f"{lacking[0]!r} is missing from the store"
-        raise ValueError(f"{where}: its {len(answers)} answers are not the answer set {rule} gives over {train_file} "
-                         f"({len(wanted)} answers; {example}); extract the priors with the same rule "
-                         f"(--answers-from {train_file} --min-answer-count N) or set answer_set to match "
-                         f"(field: metadata.answers)")
-    return list(answers)
 
 
 def read_str2num(path: PathLike) -> Dict[str, int]:
@@ -211,5 +152,5 @@ def collate_agqa(items: List[dict]) -> dict:
     return stack_items(items, labels=("answer", "index"), ragged=("qns",))
 
 
-__all__ = ["AGQAFeatures", "collate_agqa", "answer_counts", "train_answer_set", "answer_set_for_run", "read_str2num",
+__all__ = ["AGQAFeatures", "collate_agqa", "answer_counts", "read_str2num",
            "column", "APPEARANCE", "MOTION", "DATASET", "STR2NUM"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from typing import List, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
@@ -61,14 +60,11 @@ def read_msqa_table(path: PathLike):
 
 
 def answer_set(train_answers: Sequence[str], size: int = 1000) -> List[str]:
-    """The ``size`` most frequent train answers, most frequent first; ties by first appearance."""
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    counts = Counter(train_answers)
-    first = {}
-    for i, a in enumerate(train_answers):
-        first.setdefault(a, i)
-    return sorted(counts, key=lambda a: (-counts[a], first[a]))[:size]
+    """The ``size`` most frequent train answers, most frequent first; ties by first appearance
+    (:func:`sparc.data.answer_sets.train_answer_set`'s rule ``"top"``)."""
+    from sparc.data.answer_sets import train_answer_set
+
+    return train_answer_set(train_answers, "top", size=size)
 
 
 def in_answer_set(table, answers: Sequence[str]):
