@@ -81,13 +81,11 @@ def run_answer_set(store, config: dict, train_answers: Sequence[str], train_file
     """``(answers, where from)``: the prior store's own list whenever a store is given (also for
     ``--techniques plain``, so that the rows of a comparison score the same classes), else the
     configuration's rule over the train answers."""
-    from sparc.data.answer_sets import store_answer_set, train_answer_set
+    from sparc.data.answer_sets import answer_set_from_config, store_answer_set
 
     if store is not None:
         return store_answer_set(store, train_answers, train_file), f"prior store {store.path} (metadata 'answers')"
-    rule = dict(config["answer_set"])
-    answers = train_answer_set(train_answers, rule.pop("rule"), **rule)
-    return answers, f"{train_file}, rule {config['answer_set']}"
+    return answer_set_from_config(train_answers, config["answer_set"]), f"{train_file}, rule {config['answer_set']}"
 
 
 def check_store(store, qids: Sequence[str], num_frames: int, num_candidates: int, train_file: str) -> None:
