@@ -67,7 +67,9 @@ def test_tvqaplus_under_accelerate_on_two_cpu_processes(tmp_path):
     from helpers import free_port  # tests/helpers.py
 
     run("tvqaplus.py", "--smoke", "--output", str(tmp_path),
-        launch=["-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--main_process_port", str(free_port())])
+        launch=["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())])
+    assert json.loads((tmp_path / "results.json").read_text())["processes"] == 2   # (--cpu would start one)
     predictions = json.loads((tmp_path / "valid_inference_predictions.json").read_text())
     assert len(predictions["ts_answer"]) == 8                 # each process's share gathered, none twice
     assert set(json.loads((tmp_path / "results.json").read_text())["metrics"]) == METRICS
