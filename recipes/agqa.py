@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from sparc.recipe import (is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
-                          sparc_techniques, train_config, write_results)
+                          sparc_techniques, train_and_predict, train_config, write_results)
 
 HERE = Path(__file__).resolve().parent
 
@@ -152,7 +152,6 @@ def main(argv=None) -> dict:
     from sparc.data.answer_sets import answer_set_from_config, store_answer_set
     from sparc.data.words import WordVocabulary, answer_index, glove_matrix
     from sparc.metrics import agqa_accuracy
-    from sparc.train import evaluate, make_accelerator, probe_ddp_kwargs, train
 
     data, out = Path(args.data), Path(args.output)
     train_file, test_file = data / "AGQA_balanced" / "train_balanced.txt", data / "AGQA_balanced" / "test_balanced.txt"
@@ -190,16 +189,9 @@ def main(argv=None) -> dict:
     model = sparc.wrap(backbone, HGAAdapter(open_ended=True, num_answers=len(answers)),
                        sparc_techniques(args.techniques, config))
     tc = train_config(args, config)
-    accelerator = make_accelerator(tc, probe_ddp_kwargs(model, train_set, collate_agqa, tc, priors, "qid"))
-    result = train(model, train_set, collate_agqa, tc, eval_set=val_set, priors=priors, accelerator=accelerator)
-
-    def predict(dataset):
-        loader = torch.utils.data.DataLoader(dataset, batch_size=tc.eval_batch_size, shuffle=False,
-                                             collate_fn=collate_agqa, num_workers=tc.num_workers)
-        return evaluate(accelerator, model, accelerator.prepare(loader))[1]
-
-    val_pred = result.predictions if result.predictions is not None else predict(val_set)   # None: resumed a finished run
-    test_pred = predict(test_set)
+    result, predicted = train_and_predict(model, train_set, collate_agqa, tc, eval_set=val_set, priors=priors,
+                                          predict_sets={"val": val_set, "test": test_set})
+    val_pred, test_pred = predicted["val"], predicted["test"]
     report, files = {}, {}
     if is_main_process():
         test_predictions = answer_predictions(test_table, test_pred, answers)

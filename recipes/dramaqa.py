@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from sparc.recipe import (is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
-                          sparc_techniques, train_config, write_results)
+                          sparc_techniques, train_and_predict, train_config, write_results)
 
 HERE = Path(__file__).resolve().parent
 QA = "AnotherMissOh_QA"
@@ -132,7 +132,6 @@ def main(argv=None) -> dict:
     from sparc.data.dramaqa_features import DramaQAFeatures, collate_dramaqa, texts
     from sparc.data.words import WordVocabulary, glove_matrix
     from sparc.metrics import dramaqa_accuracy
-    from sparc.train import evaluate, make_accelerator, probe_ddp_kwargs, train
 
     data = Path(args.data)
     vocabulary = WordVocabulary.build(texts(read_dramaqa_table(split_file(data, "train"))))
@@ -159,16 +158,9 @@ def main(argv=None) -> dict:
     backbone = build_hga(config["model"], args.seed, len(vocabulary), dim_vid, glove)
     model = sparc.wrap(backbone, HGAAdapter(), sparc_techniques(args.techniques, config))
     tc = train_config(args, config)
-    accelerator = make_accelerator(tc, probe_ddp_kwargs(model, train_set, collate_dramaqa, tc, priors, "qid"))
-    result = train(model, train_set, collate_dramaqa, tc, eval_set=val_set, priors=priors, accelerator=accelerator)
-
-    def predict(dataset):
-        loader = torch.utils.data.DataLoader(dataset, batch_size=tc.eval_batch_size, shuffle=False,
-                                             collate_fn=collate_dramaqa, num_workers=tc.num_workers)
-        return evaluate(accelerator, model, accelerator.prepare(loader))[1]
-
-    val_pred = result.predictions if result.predictions is not None else predict(val_set)   # None: resumed a finished run
-    test_pred = predict(test_set) if test_set is not None else None
+    sets = {"val": val_set, **({"test": test_set} if test_set is not None else {})}
+    result, predicted = train_and_predict(model, train_set, collate_dramaqa, tc, eval_set=val_set, priors=priors, predict_sets=sets)
+    val_pred, test_pred = predicted["val"], predicted.get("test")
     report, files = {}, {}
     if is_main_process():
         answers = {q: {"correct_idx": int(k)} for q, k in zip(val_set.table["qid"], val_pred.tolist())}

@@ -102,26 +102,6 @@ def check_store(store, qids: Sequence[str], num_frames: int, num_candidates: int
                          f"questions of {train_file}, e.g. qid {missing[0]} (field: qid)")
 
 
-def train_and_predict(model, train_set, collate, config, *, val_set, test_set, priors, predict=None):
-    """Train (``sparc.train.train``, evaluating ``val_set`` after every epoch for the curve), then the
-    final model's predictions on val and on test, in each dataset's order. A finished run started
-    again trains no further and predicts from its last checkpoint."""
-    from torch.utils.data import DataLoader
-
-    from sparc.train import evaluate, make_accelerator, predict_answer, probe_ddp_kwargs, train
-
-    predict = predict or predict_answer
-    accelerator = make_accelerator(config, probe_ddp_kwargs(model, train_set, collate, config, priors, "qid"))
-    result = train(model, train_set, collate, config, eval_set=val_set, priors=priors, accelerator=accelerator,
-                   predict=predict)
-    out = {}
-    for name, dataset in (("val", val_set), ("test", test_set)):
-        loader = accelerator.prepare(DataLoader(dataset, batch_size=config.eval_batch_size, shuffle=False,
-                                                collate_fn=collate, num_workers=config.num_workers))
-        out[name] = evaluate(accelerator, model, loader, "answer", predict=predict)[1]
-    return result, out
-
-
 def wrapped(model, kind: str, num_answers: int, techniques: str, config: dict):
     """The model wrapped with the row's techniques and the paper's task loss (3.4: hinge for multiple
     choice, cross-entropy for open-ended, L2 for Count; with TemporalGuidance the answer loss is its
@@ -206,7 +186,7 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
     from sparc.data.msqa import read_msqa_table
     from sparc.data.msqa_features import FEATURE_FILE, MSQAFeatures, collate_msqa, msqa_vocabulary
     from sparc.metrics import msqa_accuracy
-    from sparc.recipe import train_config, write_results
+    from sparc.recipe import train_and_predict, train_config, write_results
 
     data = Path(args.data)
     files = {split: data / f"{split}_qa.json" for split in ("train", "val", "test")}
@@ -225,8 +205,8 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
     model, glove_found = build_model(m, "open_ended", train_set.appearance_dim, train_set.motion_dim, vocabulary,
                                      len(answers), args.seed, args.glove)
     result, predicted = train_and_predict(wrapped(model, "open_ended", len(answers), args.techniques, config),
-                                          train_set, collate_msqa, train_config(args, config), val_set=val_set,
-                                          test_set=test_set, priors=priors)
+                                          train_set, collate_msqa, train_config(args, config), eval_set=val_set,
+                                          priors=priors, predict_sets={"val": val_set, "test": test_set})
     words = {s: [answers[int(i)] for i in predicted[s].tolist()] for s in ("val", "test")}
     predictions = {q: {"prediction": w, "answer": a}
                    for q, w, a in zip(test_set.table["qid"], words["test"], test_set.table["answer"])}
@@ -243,4 +223,4 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
 
 
 __all__ = ["check_techniques", "cli_overrides", "smoke_sizes", "build_model", "open_store", "run_answer_set",
-           "check_store", "train_and_predict", "wrapped", "write_msqa_smoke", "msqa_main", "TECHNIQUES_FOR"]
+           "check_store", "wrapped", "write_msqa_smoke", "msqa_main", "TECHNIQUES_FOR"]

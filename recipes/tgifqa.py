@@ -30,7 +30,7 @@ from pathlib import Path
 
 # recipes/memory_attention.py, found because python puts a script's folder on sys.path
 from memory_attention import (build_model, check_store, check_techniques, cli_overrides, open_store,
-                              run_answer_set, smoke_sizes, train_and_predict, wrapped)
+                              run_answer_set, smoke_sizes, wrapped)
 
 HERE = Path(__file__).resolve().parent
 TASKS = ("action", "transition", "count", "frameqa")
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
     from sparc.data.tgifqa_features import (C3D_FILE, RESNET_FILE, TGIFQAFeatures, collate_tgifqa, tgifqa_vocabulary,
                                             validation_split)
     from sparc.metrics import tgifqa_metrics
-    from sparc.recipe import train_config, write_results
+    from sparc.recipe import train_and_predict, train_config, write_results
 
     data = Path(args.data)
     files = {s: data / "dataset" / f"{s}_{task}_question.csv" for s in ("Train", "Test")}
@@ -178,8 +178,9 @@ def main(argv=None) -> dict:
                                      args.seed, args.glove)
     predict = (lambda out: out.logits.detach().float()) if kind == "count" else None   # the raw regression
     result, predicted = train_and_predict(wrapped(model, kind, num_candidates, args.techniques, config), train_set,
-                                          collate_tgifqa, train_config(args, config), val_set=val_set,
-                                          test_set=test_set, priors=priors, predict=predict)
+                                          collate_tgifqa, train_config(args, config), eval_set=val_set,
+                                          priors=priors, predict_sets={"val": val_set, "test": test_set},
+                                          predict=predict)
 
     def official(dataset, values):
         if kind == "count":

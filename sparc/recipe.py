@@ -118,6 +118,33 @@ def train_config(args, config: dict):
                        keep_best=config.get("keep_best", False))
 
 
+def train_and_predict(model, train_set, collate, config, *, eval_set, priors, predict_sets: Dict[str, object],
+                      predict=None):
+    """Train (``sparc.train.train``, evaluating ``eval_set`` after every epoch), then the final model's
+    predictions on each of ``predict_sets`` (``{name: dataset}``), in each dataset's order, gathered
+    across processes; ``eval_set`` itself reuses the training's last evaluation. A finished run started
+    again trains no further and predicts from its last checkpoint."""
+    from torch.utils.data import DataLoader
+
+    from sparc.train import evaluate, make_accelerator, predict_answer, probe_ddp_kwargs, train
+
+    predict = predict or predict_answer
+    qid_field = getattr(getattr(model, "adapter", None), "qid_field", "qid")
+    accelerator = make_accelerator(config, probe_ddp_kwargs(model, train_set, collate, config, priors, qid_field))
+    result = train(model, train_set, collate, config, eval_set=eval_set, priors=priors, accelerator=accelerator,
+                   predict=predict)
+    out = {}
+    for name, dataset in predict_sets.items():
+        if dataset is eval_set and result.predictions is not None:
+            out[name] = result.predictions
+            continue
+        loader = accelerator.prepare(DataLoader(dataset, batch_size=config.eval_batch_size, shuffle=False,
+                                                collate_fn=collate, num_workers=config.num_workers))
+        answer_field = getattr(getattr(model, "adapter", None), "answer_field", "answer")
+        out[name] = evaluate(accelerator, model, loader, answer_field, predict=predict)[1]
+    return result, out
+
+
 def open_priors(args):
     """The train split's prior store, or None for ``--techniques plain``."""
     from sparc.priors import PriorStore
@@ -190,4 +217,4 @@ def write_results(output, report: dict, files: Optional[Dict[str, object]] = Non
 
 
 __all__ = ["TECHNIQUES", "recipe_parser", "load_config", "smoke_data", "require", "sparc_techniques", "train_config",
-           "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]
+           "train_and_predict", "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]
