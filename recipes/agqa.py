@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparc.recipe import (is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
+from sparc.recipe import (check_store, is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
                           sparc_techniques, train_and_predict, train_config, write_results)
 
 HERE = Path(__file__).resolve().parent
@@ -123,14 +123,6 @@ def answer_predictions(table, predicted, answers):
     return out
 
 
-def check_priors_cover(store, qids, annotations) -> None:
-    """Every training question has its priors (checked up front: a missing one would stop the run mid-epoch)."""
-    for qid in qids:
-        if qid not in store:
-            raise ValueError(f"{annotations}: question {qid} has no priors in {store.path} (extract-priors over the "
-                             f"whole train split, without --skip-missing) (field: qid)")
-
-
 def main(argv=None) -> dict:
     p = recipe_parser(__doc__, data_help="folder with AGQA_balanced/{train,test}_balanced.txt, the HME-layout features "
                                          "and strID2numID.json", techniques="sparc")
@@ -162,9 +154,6 @@ def main(argv=None) -> dict:
     answers = answer_set_from_config(counts, config["answer_set"])
     if priors is not None:   # the store's list, in its order (prior [t, c] is answer c of it), checked against the rule
         answers = store_answer_set(priors, counts, str(train_file), expected=answers)
-    if priors is not None and priors.num_frames != config["frames"]:
-        raise ValueError(f"prior store {priors.path} has {priors.num_frames} frames per question, the recipe samples "
-                         f"{config['frames']} (extract-priors --num-frames {config['frames']}) (field: num_frames)")
     classes = answer_index(answers)
     train_part, val_part = validation_split(full_train, **config["validation"])
     train_in, left_out = keep_in_set(train_part, classes)
@@ -183,7 +172,7 @@ def main(argv=None) -> dict:
                                                     annotations=annotations)
     train_set, val_set, test_set = split(train_in, train_file), split(val_part, train_file), split(test_table, test_file)
     if priors is not None:
-        check_priors_cover(priors, column(train_in, "qid"), train_file)
+        check_store(priors, column(train_in, "qid"), config["frames"], len(answers), train_file)
 
     backbone = build_hga(config["model"], args.seed, len(vocabulary), len(answers), glove)
     model = sparc.wrap(backbone, HGAAdapter(open_ended=True, num_answers=len(answers)),

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparc.recipe import (is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
+from sparc.recipe import (check_store, is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
                           sparc_techniques, train_and_predict, train_config, write_results)
 
 HERE = Path(__file__).resolve().parent
@@ -101,14 +101,6 @@ def submission(table, predicted) -> list:
             for q, p in zip(table["qid"], predicted.tolist())]
 
 
-def check_priors_cover(store, qids, annotations) -> None:
-    """Every training question has its priors (checked up front: a missing one would stop the run mid-epoch)."""
-    for qid in qids:
-        if qid not in store:
-            raise ValueError(f"{annotations}: question {qid} has no priors in {store.path} (extract-priors over the "
-                             f"whole train split, without --skip-missing) (field: qid)")
-
-
 def main(argv=None) -> dict:
     p = recipe_parser(__doc__, data_help=f"folder with {QA}/AnotherMissOhQA_{{train,val,test}}_set.json and the "
                                          "per-frame features AnotherMissOh_frame_features.h5")
@@ -144,13 +136,9 @@ def main(argv=None) -> dict:
     train_set, val_set = split("train"), split("val")
     test_set = split("test") if split_file(data, "test").is_file() else None
     priors = open_priors(args)
-    if priors is not None and (priors.num_frames, priors.num_candidates) != (config["frames"], 5):
-        raise ValueError(f"prior store {priors.path} has {priors.num_frames} frames x {priors.num_candidates} "
-                         f"candidates per question, the recipe needs {config['frames']} x 5 "
-                         f"(extract-priors --num-frames {config['frames']}) (field: num_frames)")
 
     if priors is not None:
-        check_priors_cover(priors, train_set.table["qid"], split_file(data, "train"))
+        check_store(priors, train_set.table["qid"], config["frames"], 5, split_file(data, "train"))
     dim_vid = config["model"]["dim_vid"] or train_set.feature_dim
     if dim_vid != train_set.feature_dim:
         raise ValueError(f"{train_set.features}: features of {train_set.feature_dim} dimensions, the configuration "

@@ -88,20 +88,6 @@ def run_answer_set(store, config: dict, train_answers: Sequence[str], train_file
     return answer_set_from_config(train_answers, config["answer_set"]), f"{train_file}, rule {config['answer_set']}"
 
 
-def check_store(store, qids: Sequence[str], num_frames: int, num_candidates: int, train_file: str) -> None:
-    """Before training: the store's frames and candidates are the run's, and it holds every train question."""
-    if store.num_frames != num_frames:
-        raise ValueError(f"prior store {store.path} has priors over {store.num_frames} frames but the run samples "
-                         f"{num_frames} (config 'frames'); extract with --num-frames {num_frames} (field: num_frames)")
-    if store.num_candidates != num_candidates:
-        raise ValueError(f"prior store {store.path} has {store.num_candidates} candidates per question, the model "
-                         f"scores {num_candidates} (field: num_candidates)")
-    missing = [q for q in qids if q not in store]
-    if missing:
-        raise ValueError(f"prior store {store.path} has no priors for {len(missing)} of the {len(qids)} training "
-                         f"questions of {train_file}, e.g. qid {missing[0]} (field: qid)")
-
-
 def wrapped(model, kind: str, num_answers: int, techniques: str, config: dict):
     """The model wrapped with the row's techniques and the paper's task loss (3.4: hinge for multiple
     choice, cross-entropy for open-ended, L2 for Count; with TemporalGuidance the answer loss is its
@@ -186,7 +172,7 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
     from sparc.data.msqa import read_msqa_table
     from sparc.data.msqa_features import FEATURE_FILE, MSQAFeatures, collate_msqa, msqa_vocabulary
     from sparc.metrics import msqa_accuracy
-    from sparc.recipe import train_and_predict, train_config, write_results
+    from sparc.recipe import check_store, train_and_predict, train_config, write_results
 
     data = Path(args.data)
     files = {split: data / f"{split}_qa.json" for split in ("train", "val", "test")}
@@ -223,4 +209,4 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
 
 
 __all__ = ["check_techniques", "cli_overrides", "smoke_sizes", "build_model", "open_store", "run_answer_set",
-           "check_store", "wrapped", "write_msqa_smoke", "msqa_main", "TECHNIQUES_FOR"]
+           "wrapped", "write_msqa_smoke", "msqa_main", "TECHNIQUES_FOR"]

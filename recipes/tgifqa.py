@@ -29,7 +29,7 @@ import csv
 from pathlib import Path
 
 # recipes/memory_attention.py, found because python puts a script's folder on sys.path
-from memory_attention import (build_model, check_store, check_techniques, cli_overrides, open_store,
+from memory_attention import (build_model, check_techniques, cli_overrides, open_store,
                               run_answer_set, smoke_sizes, wrapped)
 
 HERE = Path(__file__).resolve().parent
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
     from sparc.data.tgifqa_features import (C3D_FILE, RESNET_FILE, TGIFQAFeatures, collate_tgifqa, tgifqa_vocabulary,
                                             validation_split)
     from sparc.metrics import tgifqa_metrics
-    from sparc.recipe import train_and_predict, train_config, write_results
+    from sparc.recipe import check_store, train_and_predict, train_config, write_results
 
     data = Path(args.data)
     files = {s: data / "dataset" / f"{s}_{task}_question.csv" for s in ("Train", "Test")}

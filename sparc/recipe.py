@@ -145,6 +145,23 @@ def train_and_predict(model, train_set, collate, config, *, eval_set, priors, pr
     return result, out
 
 
+def check_store(store, qids, num_frames: int, num_candidates: int, train_file) -> None:
+    """Before training: the store's frames and candidates are the run's, and it holds every training
+    question (a missing one would otherwise stop the run in the middle of an epoch)."""
+    if store.num_frames != num_frames:
+        raise ValueError(f"prior store {store.path} has priors over {store.num_frames} frames but the run samples "
+                         f"{num_frames} (config 'frames'); extract with --num-frames {num_frames} (field: num_frames)")
+    if store.num_candidates != num_candidates:
+        raise ValueError(f"prior store {store.path} has {store.num_candidates} candidates per question, the model "
+                         f"scores {num_candidates} (field: num_candidates)")
+    qids = list(qids)
+    missing = [q for q in qids if q not in store]
+    if missing:
+        raise ValueError(f"prior store {store.path} has no priors for {len(missing)} of the {len(qids)} training "
+                         f"questions of {train_file}, e.g. qid {missing[0]} (extract-priors over the whole train "
+                         f"split, without --skip-missing) (field: qid)")
+
+
 def open_priors(args):
     """The train split's prior store, or None for ``--techniques plain``."""
     from sparc.priors import PriorStore
@@ -217,4 +234,4 @@ def write_results(output, report: dict, files: Optional[Dict[str, object]] = Non
 
 
 __all__ = ["TECHNIQUES", "recipe_parser", "load_config", "smoke_data", "require", "sparc_techniques", "train_config",
-           "train_and_predict", "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]
+           "train_and_predict", "check_store", "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]

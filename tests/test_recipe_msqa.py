@@ -191,7 +191,8 @@ def test_the_stores_answer_list_is_checked_against_the_store_and_train(tmp_path)
     bad = PriorStore.from_arrays(tmp_path / "other", ["0", "1"], probs, metadata={"answers": ["cat", "yak"]})
     with pytest.raises(ValueError, match=r"never occur in train_qa.json, e.g. 'yak'"):
         store_answer_set(bad, train, "train_qa.json")
-    check_store = shared().check_store
+    from sparc.recipe import check_store
+
     with pytest.raises(ValueError, match=r"no priors for 1 of the 3 training questions of train_qa.json, e.g. qid 2"):
         check_store(store, ["0", "1", "2"], 3, 2, "train_qa.json")
     with pytest.raises(ValueError, match=r"over 3 frames but the run samples 20"):
