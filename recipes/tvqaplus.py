@@ -206,6 +206,75 @@ def predict_rows(model, dataset, batch_size: int, num_workers: int, object_words
     return sorted({r["index"]: r for r in rows}.values(), key=lambda r: r["index"])
 
 
+# --------------------------------------------------------------------------- the pretraining stage
+
+
+def add_pretrain_arguments(p) -> None:
+    p.add_argument("--pretrain-epochs", type=int,
+                   help="epochs of the question-prediction pretraining stage (paper 002 3.2) into OUTPUT/pretrain/ "
+                        "before the main stage, which starts from its weights; 0 skips it (default: the "
+                        "configuration's pretrain.epochs); --max-steps caps the main stage only")
+
+
+def pretrain_settings(args, config) -> tuple:
+    """(epochs, lr) of the pretraining stage: ``--pretrain-epochs`` over the configuration's ``pretrain``."""
+    settings = config.get("pretrain") or {"epochs": 0, "lr": config["lr"]}
+    epochs = settings["epochs"] if args.pretrain_epochs is None else args.pretrain_epochs
+    if epochs < 0:
+        raise ValueError(f"--pretrain-epochs {epochs}: a count of epochs, 0 to skip the stage (field: pretrain.epochs)")
+    return int(epochs), float(settings["lr"])
+
+
+def pretraining(args, config, train_set, val_set, backbone) -> dict:
+    """Paper 002's question-prediction stage (``sparc.data.question_prediction``: C = 5 candidates, the
+    clip's own question among other clips' questions, the answer a zero mask vector) trained with the
+    plain answer loss into ``OUTPUT/pretrain/`` (scored on the val split's question prediction), then its
+    weights loaded into the main stage's fresh ``backbone``; a finished stage is reused, a resumed main
+    stage continues from its own checkpoint. Returns the report's ``pretraining`` and ``main_stage_start``."""
+    from sparc.adapters import STAGEAdapter
+    from sparc.data.question_prediction import QuestionPrediction
+    from sparc.data.tvqa_stage import collate_stage
+    from sparc.pretraining import pretrain, start_main_stage
+
+    epochs, lr = pretrain_settings(args, config)
+    described = {}
+
+    def make_sets():
+        train_qp = QuestionPrediction(train_set, seed=args.seed)
+        described.update(transform=train_qp.summary())
+        return train_qp, QuestionPrediction(val_set, seed=args.seed)
+
+    stage = pretrain(args.output, lambda: build_stage(config["model"], args.seed), STAGEAdapter(), make_sets,
+                     collate_stage, train_config(args, config), epochs=epochs, lr=lr, describe=described)
+    return {"pretraining": stage.summary, "main_stage_start": start_main_stage(args.output, backbone, stage)}
+
+
+# --------------------------------------------------------------------------- ground-truth causal frames
+
+
+def add_frames_argument(p) -> None:
+    p.add_argument("--frames", default="teacher", choices=("teacher", "gt", "teacher&gt", "teacher|gt"),
+                   help="the causal frames SpARC's terms train on: the teacher's priors above the threshold "
+                        "(teacher, the paper's), the annotated span (gt: ts_label_st..ts_label_ed; TVQA's "
+                        "questions without a span keep every frame), or the teacher's frames inside the span / "
+                        "together with it (teacher&gt, teacher|gt; quote them in a shell)")
+
+
+def frames_selection(choice: str, config, techniques) -> tuple:
+    """``(techniques, wrap's frames)`` for ``--frames``: the techniques built for the teacher's frames
+    (``CausalFrames(config threshold)``) pointed at the choice's selection
+    (:func:`sparc.selection.frames_choice` over STAGE's span labels). ``teacher`` changes nothing; another
+    choice needs a technique that reads causal frames."""
+    from sparc.selection import CausalFrames, declare_frames, frames_choice
+
+    if choice == "teacher":
+        return techniques, None
+    if not any(t.needs_frames for t in techniques):
+        raise ValueError(f"--frames {choice}: no technique reads causal frames (--techniques plain); use sparc")
+    selector = frames_choice(choice, config["threshold"])
+    return declare_frames(techniques, selector, CausalFrames(config["threshold"])), selector
+
+
 # --------------------------------------------------------------------------- smoke data
 
 
@@ -378,6 +447,8 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
     p.add_argument("--split", default="train", choices=("train", "val"), help="the split of --write-frame-ids")
     if not plus:
         p.add_argument("--glove", help="GloVe 300-d text file (default DATA/tvqa/glove.6B.300d.txt)")
+    add_pretrain_arguments(p)
+    add_frames_argument(p)
     args = p.parse_args(argv)
 
     config = load_config(args.config or HERE / f"{benchmark}_stage.json", args)
@@ -407,7 +478,10 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
     data, output = Path(args.data), Path(args.output)
     split = (lambda name: plus_split(data, name, config, output)) if plus else (lambda name: full_split(data, name, config, args))
     train_set, val_set = split("train"), split("val")
-    model = sparc.wrap(build_stage(config["model"], args.seed), STAGEAdapter(), sparc_techniques(args.techniques, config))
+    backbone = build_stage(config["model"], args.seed)
+    stages = pretraining(args, config, train_set, val_set, backbone)
+    techniques, frames = frames_selection(args.frames, config, sparc_techniques(args.techniques, config))
+    model = sparc.wrap(backbone, STAGEAdapter(), techniques, frames=frames)
     store = open_priors(args)
     result = train(model, train_set, collate_stage, train_config(args, config), eval_set=val_set,
                    priors=None if store is None else prior_lookup(store))
@@ -418,7 +492,7 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
               "trained": "the answer loss with SpARC's terms; STAGE's span and attention losses are not trained yet "
                          "(att_weight, ts_weight kept in the config), so the span metrics (miou, R@, ASA) score "
                          "untrained span layers",
-              "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+              "eval_history": result.eval_history, "global_step": result.global_step, **stages, "config": config}
     if plus:
         from sparc.metrics import tvqaplus_metrics
 
