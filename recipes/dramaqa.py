@@ -15,6 +15,9 @@ writes, for every question, the folder of exactly those frames (links to the rel
 ``sparc extract-priors --frames FRAMES`` reads; ``PRIORS`` is the teacher's store for train over 16
 frames. Hyperparameters come from ``recipes/dramaqa_hga.json`` (each with its source); flags override
 them. A killed run resumes from its newest checkpoint when started again with the same ``--output``.
+Before the main stage, paper 002's question-prediction pretraining (``--pretrain-epochs``, default the
+configuration's 1 epoch at lr 1e-5; 0 skips it) trains into ``OUTPUT/pretrain/`` and the main stage starts
+from its weights; a rerun reuses a finished stage.
 ``OUTPUT/results.json`` holds the official per-difficulty and total accuracy on val
 (``eval_submission.py``), the curve and the configuration; ``OUTPUT/predictions.json`` (val) and
 ``OUTPUT/test_predictions.json`` (test, for the organisers) are in the challenge's submission layout
@@ -94,6 +97,46 @@ def write_smoke_data(root: Path, seed: int = 0, dim: int = 16, frames: int = 16)
     return root
 
 
+def add_pretrain_arguments(p) -> None:
+    p.add_argument("--pretrain-epochs", type=int,
+                   help="epochs of the question-prediction pretraining stage (paper 002 3.2) into OUTPUT/pretrain/ "
+                        "before the main stage, which starts from its weights; 0 skips it (default: the "
+                        "configuration's pretrain.epochs); --max-steps caps the main stage only")
+
+
+def pretrain_epochs(args, config) -> int:
+    settings = config.get("pretrain") or {"epochs": 0}
+    epochs = settings["epochs"] if args.pretrain_epochs is None else args.pretrain_epochs
+    if epochs < 0:
+        raise ValueError(f"--pretrain-epochs {epochs}: a count of epochs, 0 to skip the stage (field: pretrain.epochs)")
+    return int(epochs)
+
+
+def pretraining(args, config, train_set, val_set, build, backbone) -> dict:
+    """Paper 002's question-prediction stage (``sparc.data.question_prediction``: C = 5 candidates, the
+    clip's own question among other scenes' questions, the answer the vocabulary word ``<mask>``) trained
+    with the plain answer loss into ``OUTPUT/pretrain/`` (scored on the val split's question prediction),
+    then its weights loaded into the main stage's fresh ``backbone``; a finished stage is reused, a resumed
+    main stage continues from its own checkpoint. Returns the report's ``pretraining`` and
+    ``main_stage_start``."""
+    from sparc.adapters import HGAAdapter
+    from sparc.data.dramaqa_features import collate_dramaqa
+    from sparc.data.question_prediction import QuestionPrediction
+    from sparc.pretraining import pretrain, start_main_stage
+
+    described = {}
+
+    def make_sets():
+        train_qp = QuestionPrediction(train_set, seed=args.seed)
+        described.update(transform=train_qp.summary())
+        return train_qp, QuestionPrediction(val_set, seed=args.seed)
+
+    stage = pretrain(args.output, build, HGAAdapter(), make_sets, collate_dramaqa, train_config(args, config),
+                     epochs=pretrain_epochs(args, config), lr=(config.get("pretrain") or {}).get("lr", config["lr"]),
+                     describe=described)
+    return {"pretraining": stage.summary, "main_stage_start": start_main_stage(args.output, backbone, stage)}
+
+
 def submission(table, predicted) -> list:
     """The challenge's answers.json layout (code/infer.py): ``[{"correct_idx": k, "qid": qid}]``, the qid
     as the release writes it (a number)."""
@@ -107,6 +150,7 @@ def main(argv=None) -> dict:
     p.add_argument("--glove", help="a local GloVe text file (300-d) for the word embedding")
     p.add_argument("--images", help="with --frame-folders: the released AnotherMissOh_images folder")
     p.add_argument("--frame-folders", metavar="OUT", help="write the teacher's frame folders under OUT and stop")
+    add_pretrain_arguments(p)
     args = p.parse_args(argv)
     config = load_config(args.config or HERE / "dramaqa_hga.json", args)
     if args.frame_folders:
@@ -127,6 +171,10 @@ def main(argv=None) -> dict:
 
     data = Path(args.data)
     vocabulary = WordVocabulary.build(texts(read_dramaqa_table(split_file(data, "train"))))
+    if pretrain_epochs(args, config):   # the pretraining's masked answer: one more word, no other id moves
+        from sparc.data.question_prediction import with_mask_word
+
+        vocabulary = with_mask_word(vocabulary)
     glove = None
     if args.glove:
         glove, found = glove_matrix(vocabulary, args.glove, dim=config["model"]["word_dim"], seed=args.seed)
@@ -143,7 +191,10 @@ def main(argv=None) -> dict:
     if dim_vid != train_set.feature_dim:
         raise ValueError(f"{train_set.features}: features of {train_set.feature_dim} dimensions, the configuration "
                          f"says dim_vid {dim_vid} (field: model.dim_vid)")
-    backbone = build_hga(config["model"], args.seed, len(vocabulary), dim_vid, glove)
+    # each build its own copy of the GloVe rows: the embedding would train the shared array in place
+    build = lambda: build_hga(config["model"], args.seed, len(vocabulary), dim_vid, None if glove is None else glove.copy())
+    backbone = build()
+    stages = pretraining(args, config, train_set, val_set, build, backbone)
     model = sparc.wrap(backbone, HGAAdapter(), sparc_techniques(args.techniques, config))
     tc = train_config(args, config)
     sets = {"val": val_set, **({"test": test_set} if test_set is not None else {})}
@@ -155,7 +206,8 @@ def main(argv=None) -> dict:
         report = {"benchmark": "DramaQA val", "backbone": "hga", "techniques": args.techniques,
                   "metrics": dramaqa_accuracy(val_set.table, answers), "feature_dim": dim_vid,
                   "vocabulary": len(vocabulary), "glove": args.glove,
-                  "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+                  "eval_history": result.eval_history, "global_step": result.global_step, **stages,
+                  "config": config}
         files = {"predictions.json": submission(val_set.table, val_pred), "vocabulary.json": vocabulary.words}
         if test_pred is not None:
             files["test_predictions.json"] = submission(test_set.table, test_pred)

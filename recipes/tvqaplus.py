@@ -13,7 +13,10 @@
 the official annotations the metric reads. ``PRIORS`` is the teacher's store for train over STAGE's
 frames (per question: ``--write-frame-ids`` writes them, ``sparc extract-priors --frame-ids`` reads
 them). Hyperparameters come from ``recipes/tvqaplus_stage.json`` (each with its source). A killed run
-resumes from its newest checkpoint when started again with the same ``--output``. Results: the
+resumes from its newest checkpoint when started again with the same ``--output``. Before the main stage,
+paper 002's question-prediction pretraining (``--pretrain-epochs``, default the configuration's 1 epoch at
+lr 1e-5; 0 skips it) trains into ``OUTPUT/pretrain/`` and the main stage starts from its weights; a rerun
+reuses a finished stage. Results: the
 official metrics on val in ``OUTPUT/results.json``, STAGE's prediction file in
 ``OUTPUT/valid_inference_predictions.json``. ``recipes/tvqa.py`` is the same recipe on the full TVQA.
 """
