@@ -56,6 +56,11 @@ class Adapter:
     open_ended: bool = False
     # A single-frame view can leave temporal parameters without gradient; DDP must then be told.
     find_unused_parameters: bool = False
+    # Contrastive masking (paper 002, 3.2): what ``mask_text`` hands its masker, "ids" (token ids: the
+    # tokenizer's mask id replaces a token) or "features" (pre-extracted token features: the technique's
+    # learned mask vector replaces a row); None for an adapter without ``mask_text``.
+    text_tokens: Optional[str] = None
+
 
     # ---- what subclasses provide --------------------------------------------------------------
     def forward(self, model, inputs: dict) -> ModelOutput:
@@ -71,6 +76,20 @@ class Adapter:
         be split. A training step computes it once and passes it to every view's ``forward(model,
         inputs, text=...)``; an adapter that returns a dict here must accept that keyword."""
         return None
+
+    def mask_text(self, inputs: dict, which: torch.Tensor, masker: Callable) -> dict:
+        """Contrastive masking's anchor input: the batch reduced to one hypothesis per row, candidate
+        ``which[b]`` of row ``b`` (the ground truth), its text passed through ``masker``, such that
+        ``forward(model, result).hypothesis`` is that hypothesis' masked representation ``[B, 1, D]``.
+
+        ``masker(tokens, maskable, mask_id=None) -> tokens``: ``tokens`` the hypothesis' text, ``[B, L]``
+        token ids or ``[B, L, E]`` token features; ``maskable [B, L]`` bool, its real tokens (never
+        padding; special tokens such as [CLS] / [SEP] left out where the adapter can tell them);
+        ``mask_id`` the tokenizer's mask token, for ids. The masker draws the tokens to replace from the
+        technique's own generator. Every candidate field keeps its candidate axis, of size 1
+        (:func:`one_candidate`), and the answer field becomes 0. An adapter that implements this sets
+        :attr:`text_tokens` and lists ``"hypothesis"`` in :attr:`outputs`."""
+        raise NotImplementedError(f"{type(self).__name__} has no mask_text hook (contrastive masking)")
 
     # ---- shapes -------------------------------------------------------------------------------
     def _first_temporal(self):
@@ -226,6 +245,52 @@ def same_tensor(a, b) -> bool:
     if a.device == b.device and a.data_ptr() == b.data_ptr() and a.stride() == b.stride():
         return True
     return bool(torch.equal(a.to(b.device), b))
+
+
+def one_candidate(adapter: Adapter, inputs: dict, which: torch.Tensor) -> dict:
+    """``inputs`` with every candidate field (``adapter.candidate``) narrowed to candidate ``which[b]``
+    of row ``b``, the candidate axis kept (size 1), and the answer field 0: the one hypothesis left."""
+    out = dict(inputs)
+    for name, dim in adapter.candidate.items():
+        value = inputs.get(name)
+        if value is None:
+            continue
+        value = torch.as_tensor(value)
+        shape = [value.shape[0]] + [1] * (value.dim() - 1)
+        index = which.to(value.device).long().view(shape).expand(*value.shape[:dim], 1, *value.shape[dim + 1:])
+        out[name] = value.gather(dim, index)
+    answer = inputs.get(adapter.answer_field)
+    if torch.is_tensor(answer):
+        out[adapter.answer_field] = torch.zeros_like(answer)
+    return out
+
+
+@contextlib.contextmanager
+def scorer_inputs(module):
+    """While open, the input of every call of ``module`` (its first argument), in call order: the
+    per-candidate representation a backbone's answer scorer reads, recorded without touching the
+    model's code. ``module`` None records nothing."""
+    seen: list = []
+    if module is None:
+        yield seen
+        return
+    handle = module.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def per_candidate(seen: list, batch_size: int) -> Optional[torch.Tensor]:
+    """``[B, C, D]`` from the scorer inputs :func:`scorer_inputs` recorded: a tuple is concatenated on
+    its last axis (HGA's BLOCK fusion reads ``(global, local)``); a ``(B, D)`` call is one candidate
+    (the originals' loops), ``(B, C, D)`` or candidate-minor ``(B * C, D)`` are C. None if none."""
+    parts = []
+    for x in seen:
+        if isinstance(x, (tuple, list)):
+            x = torch.cat(list(x), dim=-1)
+        parts.append(x.reshape(batch_size, -1, x.shape[-1]))
+    return torch.cat(parts, dim=1) if parts else None
 
 
 class FunctionAdapter(Adapter):

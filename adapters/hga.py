@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sparc.adapters.base import Adapter, same_tensor, served
+from sparc.adapters.base import Adapter, one_candidate, per_candidate, same_tensor, scorer_inputs, served
 from sparc.outputs import ModelOutput
 from sparc.rows import select_rows
 
@@ -817,6 +817,22 @@ def questions_served(model: nn.Module, text: dict):
     return served(model.qns_encoder, lookup)
 
 
+def mask_qas_text(adapter: Adapter, inputs: dict, which: torch.Tensor, masker, mask_id=None) -> dict:
+    """Contrastive masking for the ``qas (B, C, L[, 768])`` / ``qas_lengths (B, C)`` batches of HGA, HME
+    and memory-attention: candidate ``which[b]`` alone, its first ``qas_lengths`` tokens through
+    ``masker``. Feature rows carry no token identity, so a [CLS] / [SEP] row is maskable like a word's;
+    word ids need ``mask_id`` (the adapter's ``mask_token_id``: the vocabulary's mask, or unknown-word, id)."""
+    out = one_candidate(adapter, inputs, which)
+    qas, lengths = out["qas"][:, 0], torch.as_tensor(out["qas_lengths"])[:, 0]
+    if not qas.is_floating_point() and mask_id is None:
+        raise ValueError(f"{type(adapter).__name__}: the hypothesis text qas holds word ids; contrastive masking "
+                         f"needs {type(adapter).__name__}(mask_token_id=...) (the vocabulary's mask or unknown-word id) "
+                         "(field: qas)")
+    maskable = torch.arange(qas.shape[1], device=qas.device)[None, :] < lengths.to(qas.device)[:, None]
+    out["qas"] = masker(qas, maskable, mask_id).unsqueeze(1)
+    return out
+
+
 class HGAAdapter(Adapter):
     """Drives the reference :class:`HGA` (``lengths`` mode: padded frames are ignored exactly) and
     the original doc-doc/NExT-QA class (``bucket`` mode: its GRUs and co-attention cannot ignore
@@ -841,6 +857,10 @@ class HGAAdapter(Adapter):
     ``answer`` (class index in the answer set), ``qid``. The question fields are what open-ended
     mixup interpolates (features only: word ids cannot be interpolated, so train word ids without
     TemporalGuidedMixup). The original doc-doc/NExT-QA class has no open-ended head.
+
+    Multiple choice reports ``hypothesis (B, C, 2H)``: per candidate the pair ``(global, local)`` its
+    final BLOCK fusion scores, concatenated (read from the ``fusion`` module's input, for both classes).
+    ``mask_token_id``: the id contrastive masking writes into word-id ``qas`` (BERT features need none).
     """
 
     temporal = {"vid_feats": 1}
@@ -848,7 +868,11 @@ class HGAAdapter(Adapter):
     subset_mode = "lengths"
     lengths_field = "vid_lengths"
 
-    def __init__(self, open_ended: bool = False, num_answers=None):
+    def __init__(self, open_ended: bool = False, num_answers=None, *, mask_token_id=None):
+        self.mask_token_id = mask_token_id
+        if not open_ended:   # contrastive masking's hooks (multiple choice)
+            self.outputs = frozenset({"logits", "hypothesis"})
+            self.text_tokens = "features" if mask_token_id is None else "ids"
         # Multiple choice keeps the class attributes untouched; open-ended replaces the candidate
         # fields by the question fields.
         if open_ended:
@@ -890,8 +914,9 @@ class HGAAdapter(Adapter):
             return ModelOutput(logits=out)
         vid, qas, qas_lengths = inputs["vid_feats"], inputs["qas"], inputs["qas_lengths"]
         if getattr(model, "supports_vid_lengths", False):
-            out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"), text=text)
-            return ModelOutput(logits=out)
+            with scorer_inputs(getattr(model, "fusion", None)) as seen:
+                out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"), text=text)
+            return ModelOutput(logits=out, hypothesis=per_candidate(seen, vid.shape[0]))
         if inputs.get("vid_lengths") is not None and bool((inputs["vid_lengths"] < vid.shape[1]).any()):
             raise ValueError("the original HGA cannot ignore padded frames; drive it through forward_subset (bucket mode)")
         vid, qas_lengths = vid.contiguous(), qas_lengths.cpu()  # it .view()s features; packing wants CPU lengths
@@ -906,5 +931,15 @@ class HGAAdapter(Adapter):
                 guards.enter_context(_real_rows_unmasked(model))
             if text is not None:
                 guards.enter_context(questions_served(model, text))
+            seen = guards.enter_context(scorer_inputs(getattr(model, "fusion", None)))
             out, _ = model(vid, qas, qas_lengths)
-        return ModelOutput(logits=out[:1] if single else out)
+        hypothesis = per_candidate(seen, vid.shape[0])
+        if single:
+            out, hypothesis = out[:1], None if hypothesis is None else hypothesis[:1]
+        return ModelOutput(logits=out, hypothesis=hypothesis)
+
+    def mask_text(self, inputs: dict, which: torch.Tensor, masker) -> dict:
+        """Contrastive masking (:meth:`Adapter.mask_text`, :func:`mask_qas_text`)."""
+        if self.open_ended:
+            raise ValueError("HGAAdapter(open_ended=True) has no candidate hypotheses to mask")
+        return mask_qas_text(self, inputs, which, masker, self.mask_token_id)

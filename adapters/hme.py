@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from sparc.adapters.base import per_candidate, scorer_inputs
 from sparc.adapters.hga import EncoderQns, encode_questions_once, questions_served, rnn_class
 from sparc.outputs import ModelOutput
 from sparc.rows import select_rows
@@ -570,11 +571,15 @@ def forward_hme(model, inputs: dict, text=None) -> ModelOutput:
     (its ``.squeeze()`` removes the batch axis), ``qas_lengths`` go to the CPU (``pack_padded_sequence``
     refuses CUDA lengths and the original passes them through as given), and inputs are made
     contiguous. A single frame needs no guard: the original handles T == 1.
+
+    ``hypothesis (B, C, 3 dim)``: what ``vq2word_hme`` scores per candidate (attended appearance,
+    motion and the memory output), read from that layer's input for both classes.
     """
     vid, qas, qas_lengths = inputs["vid_feats"], inputs["qas"], torch.as_tensor(inputs["qas_lengths"])
     if getattr(model, "supports_vid_lengths", False):
-        out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"), text=text)
-        return ModelOutput(logits=out)
+        with scorer_inputs(getattr(model, "vq2word_hme", None)) as seen:
+            out, _ = model(vid, qas, qas_lengths, vid_lengths=inputs.get("vid_lengths"), text=text)
+        return ModelOutput(logits=out, hypothesis=per_candidate(seen, vid.shape[0]))
     vid_lengths = inputs.get("vid_lengths")
     if vid_lengths is not None and bool((torch.as_tensor(vid_lengths) < vid.shape[1]).any()):
         raise ValueError("the original HME cannot ignore padded frames; drive it through forward_subset (bucket mode)")
@@ -583,9 +588,13 @@ def forward_hme(model, inputs: dict, text=None) -> ModelOutput:
     if single:
         vid, qas, qas_lengths = vid.repeat(2, 1, 1), qas.repeat(2, *[1] * (qas.dim() - 1)), qas_lengths.repeat(2, 1)
         text = select_rows(text, torch.zeros(2, dtype=torch.long))
-    with questions_served(model, text) if text is not None else contextlib.nullcontext():
+    with questions_served(model, text) if text is not None else contextlib.nullcontext(), \
+            scorer_inputs(getattr(model, "vq2word_hme", None)) as seen:
         out, _ = model(vid, qas, qas_lengths)
-    return ModelOutput(logits=out[:1] if single else out)
+    hypothesis = per_candidate(seen, vid.shape[0])
+    if single:
+        out, hypothesis = out[:1], None if hypothesis is None else hypothesis[:1]
+    return ModelOutput(logits=out, hypothesis=hypothesis)
 
 
 # --------------------------------------------------------------------------- fixture builder

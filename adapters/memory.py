@@ -102,7 +102,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sparc.adapters.base import Adapter
+from sparc.adapters.base import Adapter, per_candidate, scorer_inputs
 from sparc.outputs import ModelOutput
 
 __all__ = [
@@ -561,6 +561,10 @@ class MemoryAdapter(Adapter):
     one-frame video never reads what its single memory step writes (the weights of eqs. 3 and
     5-10 get no gradient from it); pass True to train on one-frame videos, and when driving the
     original HME class, whose ``linear_qns`` is never used (``for_model`` does so).
+
+    Multiple choice reports ``hypothesis (B, C, D)``: the per-candidate vector the model's scorer reads
+    (MemoryAttention: the pooled ``O`` before ``head``; HME: ``vq2word_hme``'s input), and contrastive
+    masking's :meth:`mask_text`; ``mask_token_id`` is the id it writes into word-id ``qas``.
     """
 
     temporal = {"vid_feats": 1}
@@ -568,7 +572,8 @@ class MemoryAdapter(Adapter):
     lengths_field = "vid_lengths"
 
     def __init__(self, task: str = "multiple_choice", *, open_ended: bool = False,
-                 num_answers: Optional[int] = None, find_unused_parameters: bool = False):
+                 num_answers: Optional[int] = None, find_unused_parameters: bool = False,
+                 mask_token_id: Optional[int] = None):
         if open_ended:
             if task not in ("multiple_choice", "open_ended"):
                 raise ValueError(f"open_ended=True contradicts task={task!r}")
@@ -586,6 +591,10 @@ class MemoryAdapter(Adapter):
         # wrap() checks answer indices against it when no priors are given (0: unknown; counts are no indices)
         self.num_answers = int(num_answers or 0) if task != "count" else 0
         self.find_unused_parameters = find_unused_parameters
+        self.mask_token_id = mask_token_id
+        if task == "multiple_choice":   # contrastive masking's hooks
+            self.outputs = frozenset({"logits", "hypothesis"})
+            self.text_tokens = "features" if mask_token_id is None else "ids"
 
     @classmethod
     def for_model(cls, model, **kwargs) -> "MemoryAdapter":
@@ -625,6 +634,16 @@ class MemoryAdapter(Adapter):
         if model.task != self.task:
             raise ValueError(f"the model was built for task {model.task!r}, the adapter for {self.task!r}")
         texts, lengths = self._texts(inputs)
-        out, _ = model(inputs["vid_feats"], texts, lengths, vid_lengths=inputs.get("vid_lengths"),
-                       text=None if text is None else text["texts"])
-        return ModelOutput(logits=out)
+        multiple_choice = self.task == "multiple_choice"
+        with scorer_inputs(model.head if multiple_choice else None) as seen:
+            out, _ = model(inputs["vid_feats"], texts, lengths, vid_lengths=inputs.get("vid_lengths"),
+                           text=None if text is None else text["texts"])
+        return ModelOutput(logits=out, hypothesis=per_candidate(seen, out.shape[0]) if multiple_choice else None)
+
+    def mask_text(self, inputs: dict, which: torch.Tensor, masker) -> dict:
+        """Contrastive masking (:meth:`Adapter.mask_text`; multiple choice only)."""
+        if self.task != "multiple_choice":
+            raise ValueError(f"MemoryAdapter(task={self.task!r}) has no candidate hypotheses to mask")
+        from sparc.adapters.hga import mask_qas_text  # the qas / qas_lengths layout HGA and HME share
+
+        return mask_qas_text(self, inputs, which, masker, self.mask_token_id)

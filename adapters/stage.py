@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparc.adapters.base import Adapter
+from sparc.adapters.base import Adapter, one_candidate, scorer_inputs
 from sparc.outputs import ModelOutput
 
 __all__ = [
@@ -847,6 +847,8 @@ class STAGEAdapter(Adapter):
     subset_mode = "mask"
     mask_field = "ts_label_mask"
     find_unused_parameters = True
+    outputs = frozenset({"logits", "span_logits", "attention", "hypothesis"})
+    text_tokens = "features"    # qas_bert: BERT token features (contrastive masking)
 
     def __init__(self, sub: bool = True, vfeat: bool = True):
         if not (sub or vfeat):
@@ -967,7 +969,10 @@ class STAGEAdapter(Adapter):
         return batch
 
     def _run(self, model, batch: STAGEBatch):
-        out, _, _, _, _, other = model.forward_main(batch)
+        # The classifier's input is each hypothesis' pooled representation (contrastive masking's H).
+        with scorer_inputs(getattr(model, "classifier", None)) as seen:
+            out, _, _, _, _, other = model.forward_main(batch)
+        hypothesis = seen[-1] if seen else None
         t_scores = other["temporal_scores"]
         if isinstance(out, (list, tuple)) and not getattr(model, "add_local", True):
             out = out[0]   # training without span proposals (add_local off): one row per sample
@@ -979,14 +984,15 @@ class STAGEAdapter(Adapter):
             if int(counts.sum()) != rows.shape[0]:
                 raise RuntimeError(f"STAGE returned {rows.shape[0]} training rows; its proposals imply {int(counts.sum())}")
             out = rows[counts.cumsum(0) - counts]
-        return out, t_scores, other.get("vid_raw_s")
+            hypothesis = None if hypothesis is None else hypothesis[counts.cumsum(0) - counts]
+        return out, t_scores, other.get("vid_raw_s"), hypothesis
 
     def forward(self, model, inputs: dict) -> ModelOutput:
         C = inputs["qas_bert"].shape[1]
         group = C if getattr(model, "supports_any_num_candidates", False) else int(getattr(model, "num_a", 5))
         with _plain_forward(model):
             if group == C:
-                logits, t_scores, attention = self._run(model, self.model_batch(inputs))
+                logits, t_scores, attention, hypothesis = self._run(model, self.model_batch(inputs))
             else:
                 pieces = []
                 answer = inputs.get(self.answer_field)
@@ -999,8 +1005,19 @@ class STAGEAdapter(Adapter):
                         target = torch.where((a >= start) & (a < start + real), a - start, torch.zeros_like(a))
                     result = self._run(model, self.model_batch(inputs, cand, target))
                     pieces.append([None if x is None else x[:, :real] for x in result])
-                logits, t_scores, attention = (None if parts[0] is None else torch.cat(parts, dim=1) for parts in zip(*pieces))
-        return ModelOutput(logits=logits, span_logits=(t_scores[..., 0], t_scores[..., 1]), attention=attention)
+                logits, t_scores, attention, hypothesis = (None if parts[0] is None else torch.cat(parts, dim=1)
+                                                           for parts in zip(*pieces))
+        return ModelOutput(logits=logits, span_logits=(t_scores[..., 0], t_scores[..., 1]), attention=attention,
+                           hypothesis=hypothesis)
+
+    def mask_text(self, inputs: dict, which: torch.Tensor, masker) -> dict:
+        """Contrastive masking (:meth:`Adapter.mask_text`): hypothesis ``which[b]`` alone, its real
+        ``qas_bert`` rows (``qas_mask > 0``; STAGE's hypothesis rows are words, no special tokens)
+        through ``masker``. ``forward`` runs it as a batch of one hypothesis per question."""
+        out = one_candidate(self, inputs, which)
+        maskable = out["qas_mask"][:, 0] > 0
+        out["qas_bert"] = masker(out["qas_bert"][:, 0], maskable).unsqueeze(1)
+        return out
 
 
 # --------------------------------------------------------------------------- original fixture

@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparc.adapters.base import Adapter, same_tensor, served
+from sparc.adapters.base import Adapter, one_candidate, same_tensor, served
 from sparc.outputs import ModelOutput
 
 __all__ = [
@@ -814,6 +814,10 @@ class VGTAdapter(Adapter):
 
     ``find_unused_parameters`` is True: the checkpoint layout carries modules no VQA forward uses
     (masked-LM head, ``crossmodal_matching``, ``position_v.modality_embedding``, BERT's pooler).
+
+    Contrastive masking (multiple choice): :meth:`mask_text` replaces tokens of the ground-truth
+    candidate by ``mask_token_id`` and never touches ``special_token_ids`` (defaults: bert-base-uncased's
+    [MASK] 103 and [PAD] 0, [CLS] 101, [SEP] 102, the tokenizer VGT is trained with).
     """
 
     temporal = {"video_o": 1, "video_f": 1}
@@ -823,8 +827,13 @@ class VGTAdapter(Adapter):
     qid_field = "question_id"
     find_unused_parameters = True
 
-    def __init__(self, open_ended: bool = False, a2v: Optional[torch.Tensor] = None):
+    def __init__(self, open_ended: bool = False, a2v: Optional[torch.Tensor] = None, *, mask_token_id: int = 103,
+                 special_token_ids=(0, 101, 102)):
         self.open_ended = bool(open_ended)
+        self.mask_token_id, self.special_token_ids = int(mask_token_id), tuple(int(i) for i in special_token_ids)
+        if not self.open_ended:   # answer_g: one text representation per candidate
+            self.outputs = frozenset({"logits", "hypothesis"})
+            self.text_tokens = "ids"
         self.a2v = a2v
         if a2v is not None and not self.open_ended:
             raise ValueError("a2v (the answer vocabulary) is for open_ended=True")
@@ -877,6 +886,19 @@ class VGTAdapter(Adapter):
         answer_g, answer_w = core.amodel(x["answer"])
         B = x["answer"].shape[0]
         return {"served_answer": x["answer"], "answer_g": answer_g, "answer_w": answer_w.view(B, -1, *answer_w.shape[1:])}
+
+    def mask_text(self, inputs: dict, which: torch.Tensor, masker) -> dict:
+        """Contrastive masking (:meth:`Adapter.mask_text`): candidate ``which[b]``'s token ids alone, its
+        tokens other than ``special_token_ids`` through ``masker``. ``seq_len`` is derived first, from all
+        C candidates, so the one candidate keeps the padded width its ``answer_g`` was computed with."""
+        if self.open_ended:
+            raise ValueError("VGTAdapter(open_ended=True) has no candidate hypotheses to mask")
+        out = one_candidate(self, self.fill_derived(inputs), which)
+        tokens = out["answer"][:, 0]
+        special = torch.tensor(self.special_token_ids, dtype=tokens.dtype, device=tokens.device)
+        out["answer"] = masker(tokens, ~torch.isin(tokens, special), self.mask_token_id).unsqueeze(1)
+        out.pop("text_mask", None)   # derived again from the masked tokens
+        return out
 
     def forward(self, model, inputs: dict, text=None) -> ModelOutput:
         x = self.fill_derived(inputs)
