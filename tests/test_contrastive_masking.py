@@ -198,7 +198,7 @@ def test_term_is_weight_times_the_hand_computed_loss():
     scores = torch.einsum("bcd,bd->bc", H, H[torch.arange(4), batch["answer"]])
     by_hand = -torch.log_softmax(scores, dim=1)[torch.arange(4), batch["answer"]].mean()
     assert sorted(out.terms) == ["answer", "contrastive"]
-    assert float(out.terms["contrastive"]) == pytest.approx(0.1 * float(by_hand), rel=1e-12)
+    assert float(out.terms["contrastive"].detach()) == pytest.approx(0.1 * float(by_hand), rel=1e-12)
 
 
 def test_mask_vector_is_a_trained_checkpointed_parameter():
