@@ -56,10 +56,14 @@ DEMO_ROWS = ("plain", "+T+S", "+T+S whole-CE")
 TINY_ENV = "SPARC_DEMO_TINY"   # SPARC_DEMO_TINY=1: a seconds-long run (the README test uses it)
 
 
-def run_cost(label: str) -> float:
+def run_cost(label: str, settings: Optional["DemoSettings"] = None) -> float:
     """Relative cost of one training run (measured on CPU): the most expensive are handed out first."""
-    names = [name for name, _ in CONFIGS[label]]
-    cost = 1.0 + 0.9 * ("T" in names) + 0.75 * ("S" in names)
+    if settings is None:
+        names = [name for name, _ in CONFIGS[label]]
+    else:
+        names = [name for name, _ in row_of(settings, label).techniques]
+    cost = (1.0 + 0.9 * ("T" in names) + 0.75 * ("S" in names) + 0.2 * ("span" in names)
+            + 0.5 * ("attention" in names) + 0.5 * ("contrastive" in names))
     return cost * (3.0 if "TGM" in names or "mixup" in names else 1.0)
 
 
@@ -82,6 +86,7 @@ class DemoSettings:
     quick: bool = False
     backbone: str = "hga"
     benchmark: tuple = ()                # SyntheticConfig overrides, (name, value) pairs
+    rows: tuple = ()                     # rows named by --techniques / --frames (sparc.demo_rows.Row)
 
     @classmethod
     def make(cls, quick: bool, backbone: str = "hga", **overrides) -> "DemoSettings":
@@ -101,11 +106,20 @@ class DemoSettings:
                                   if k not in ("epochs", "train_size", "test_size", "seeds")}
         settings = replace(settings, backbone=backbone, **backbone_overrides)
         given = {k: v for k, v in overrides.items() if v is not None}
+        techniques, frames = given.pop("techniques", None), tuple(given.pop("frames", ()))
+        if frames and techniques is None:
+            raise ValueError("--frames retrains a row of --techniques on other causal frames; give --techniques too")
         if "configs" in given:
             unknown = [c for c in given["configs"] if c not in CONFIGS]
             if unknown:
                 raise ValueError(f"unknown demo config(s) {unknown}; choose from {list(CONFIGS)}")
             given["configs"] = tuple(dict.fromkeys(["plain", *given["configs"]]))  # plain is the reference
+        if techniques is not None:
+            from sparc.demo_rows import technique_rows
+
+            rows = technique_rows(techniques, frames, settings.threshold)
+            given["rows"] = rows
+            given["configs"] = tuple(dict.fromkeys([*given.get("configs", ("plain",)), *(r.label for r in rows)]))
         if "seeds" in given:
             given["seeds"] = tuple(given["seeds"])
         return replace(settings, **given)
@@ -125,17 +139,62 @@ class DemoSettings:
 def build_techniques(names, threshold: float):
     """The techniques of one config: ``names`` is a config label (a key of :data:`CONFIGS`) or a list
     of ``(technique, kwargs)`` pairs / technique names (:data:`sparc.technique_names.TECHNIQUES`)."""
-    from sparc.technique_names import TECHNIQUES
+    from sparc.demo_rows import build
 
     if isinstance(names, str):
         if names not in CONFIGS:
             raise ValueError(f"unknown demo config {names!r}; choose from {list(CONFIGS)}")
         names = CONFIGS[names]
-    made = []
-    for item in names:
-        name, kwargs = (item, {}) if isinstance(item, str) else item
-        made.append(TECHNIQUES.get(name, "build")(threshold, **kwargs))
-    return made
+    return build(names, threshold)
+
+
+def row_of(settings: DemoSettings, label: str):
+    """The row ``label`` of the settings (:class:`sparc.demo_rows.Row`): one named by ``--techniques`` /
+    ``--frames``, else a config of :data:`CONFIGS`."""
+    from sparc.demo_rows import row_of as find
+
+    return find(settings.rows, CONFIGS, label)
+
+
+def check_rows(settings: DemoSettings, bench, labels) -> None:
+    """One training step of every row in ``labels`` on four train questions with uniform priors (the
+    global RNG restored after), so that a row that cannot run fails before the teacher trains, with
+    the row's label in the message."""
+    import sparc
+    from sparc.backbones import BACKBONES
+    from sparc.demo_rows import build_row
+
+    backbone = BACKBONES.get(settings.backbone, "demo")
+    train = bench.dataset("train")
+    batch = backbone.collate(bench, [train[i] for i in range(min(4, len(train)))])
+    c = bench.config
+    priors = torch.full((len(batch["qid"]), c.num_frames, c.num_candidates), 1.0 / c.num_candidates)
+    with torch.random.fork_rng(devices=[]):
+        for label in labels:
+            try:
+                techniques, frames = build_row(row_of(settings, label), settings.threshold)
+                wrapped = sparc.wrap(backbone.build(bench, settings.hidden), backbone.adapter(), techniques,
+                                     frames=frames)
+                wrapped.train()
+                wrapped(batch, priors=priors).loss.backward()
+            except (ValueError, TypeError, KeyError) as e:
+                raise ValueError(f"demo row {label!r} cannot train {settings.title}: {e}") from None
+
+
+def against_teacher_frames(table: Dict[str, Dict], settings: DemoSettings) -> Dict[str, Dict]:
+    """Per row trained on other causal frames (``--frames``): its paired difference from the row with
+    the same techniques on the teacher's frames, with the verdict rule of :func:`verdict_against_plain`."""
+    out = {}
+    for label, row in table.items():
+        spec = row_of(settings, label)
+        reference = next((r.label for r in settings.rows if spec.frames != "teacher"
+                          and r.techniques == spec.techniques and r.frames == "teacher"), None)
+        if reference is None or reference not in table:
+            continue
+        verdict = verdict_against_plain(np.array(row["per_seed"]) - np.array(table[reference]["per_seed"]))
+        verdict["verdict"] = verdict["verdict"].replace("plain", "teacher frames")
+        out[label] = {"reference": reference, **verdict}
+    return out
 
 
 # ---- the teacher ------------------------------------------------------------------------------------
@@ -218,10 +277,13 @@ def run_config(bench, label: str, seed: int, settings: DemoSettings, priors) -> 
     from sparc.backbones import BACKBONES
     from sparc.train import TrainConfig, train
 
+    from sparc.demo_rows import build_row
+
     backbone = BACKBONES.get(settings.backbone, "demo")
     torch.manual_seed(seed)
     model = backbone.build(bench, settings.hidden)
-    wrapped = sparc.wrap(model, backbone.adapter(), build_techniques(label, settings.threshold))
+    techniques, frames = build_row(row_of(settings, label), settings.threshold)
+    wrapped = sparc.wrap(model, backbone.adapter(), techniques, frames=frames)
     train_set, test_set = bench.dataset("train"), bench.dataset("test")
     collate = partial(backbone.collate, bench)
     config = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=seed,
@@ -285,7 +347,7 @@ class _Runs:
 
     def submit(self, labels, priors) -> None:
         jobs = sorted(((label, seed, self.settings, priors) for label in labels for seed in self.settings.seeds),
-                      key=lambda job: -run_cost(job[0]))
+                      key=lambda job: -run_cost(job[0], self.settings))
         self.count += len(jobs)
         for job in jobs:
             if self.pool is None:
@@ -348,14 +410,15 @@ def verdict_against_plain(delta: np.ndarray) -> Dict:
 
 
 def format_table(table: Dict[str, Dict], subtitle: str = "test accuracy %, mean ± std over seeds") -> str:
+    width = max([22] + [len(label) + 2 for label in table])
     lines = [f"SpARC ablation on the synthetic benchmark ({subtitle})",
-             f"{'config':<22}{'accuracy':>15}{'vs plain':>10}{'what':>6}{'1st/last':>9}{'last epoch':>12}{'swap':>6}"]
+             f"{'config':<{width}}{'accuracy':>15}{'vs plain':>10}{'what':>6}{'1st/last':>9}{'last epoch':>12}{'swap':>6}"]
     for label, row in table.items():
         delta = f"{row['delta']:+.1f}" if "delta" in row else ""
         curve = row.get("curve") or [row["mean"]]
         gain = f"{curve[-1] - curve[-2]:+.1f}" if len(curve) > 1 else ""
         groups = row.get("by_group", {})
-        lines.append(f"{label:<22}{row['mean']:>8.1f} ± {row['std']:<4.1f}{delta:>10}{groups.get('what', float('nan')):>6.1f}"
+        lines.append(f"{label:<{width}}{row['mean']:>8.1f} ± {row['std']:<4.1f}{delta:>10}{groups.get('what', float('nan')):>6.1f}"
                      f"{groups.get('first/last', float('nan')):>9.1f}{gain:>12}{row['subject_swap_changes']:>6.0f}")
     lines.append("(what, 1st/last: accuracy on \"what does s do?\" and on \"what does s do first / in the end?\"; "
                  "last epoch: accuracy gained in the last epoch, mean over seeds: a row still rising has not "
@@ -418,6 +481,8 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
         if spec.views:
             for split in ("train", "test"):
                 bench.views(split)  # drawn once here, shared by the forked workers
+        if settings.rows:  # rows named by short names: each one step on a small batch, before anything trains
+            check_rows(settings, bench, [r.label for r in settings.rows])
         if settings.workers > 1:
             # Started now, the workers warm up (and run plain) while this process trains the teacher. On
             # Linux they are forked and inherit the imports; safe as for DataLoader workers: each worker
@@ -428,7 +493,7 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
         else:
             _init_worker(bench)
         runner = _Runs(pool, settings)
-        runner.submit([label for label in settings.configs if not CONFIGS[label]], priors=None)
+        runner.submit([label for label in settings.configs if not row_of(settings, label).techniques], priors=None)
         teacher = train_teacher(bench, settings, log)
         prior_dir = os.path.join(output_dir, "priors")
         if os.path.exists(prior_dir):
@@ -442,7 +507,16 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
         log(format_baselines(base, quality["test"], settings.threshold, bench.config.num_candidates))
         log(f"training {len(settings.configs)} configs x {len(settings.seeds)} seeds on {max(settings.workers, 1)} "
             f"process{'es' if settings.workers > 1 else ''}")
-        runner.submit([label for label in settings.configs if CONFIGS[label]], priors=stores["train"])
+        choices = list(dict.fromkeys(["teacher"] + [r.frames for r in settings.rows]))
+        frame_selection = None
+        if len(choices) > 1:  # rows trained on other causal frames: what each choice selects (train split)
+            from sparc.demo_rows import format_selection, selection_report
+
+            frame_selection = selection_report(choices, stores["train"], bench.splits["train"], settings.threshold,
+                                               question_groups(bench.splits["train"]))
+            log(format_selection(frame_selection))
+        runner.submit([label for label in settings.configs if row_of(settings, label).techniques],
+                      priors=stores["train"])
         runs = runner.collect()
     except BaseException:
         if pool is not None:
@@ -459,6 +533,13 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
                "baselines": base, "accuracy": table, "runs": runs}
     log("")
     log(("QUICK SMOKE RUN (not converged, one seed): " if settings.quick else "") + format_table(table, settings.describe()))
+    if frame_selection is not None:
+        from sparc.demo_rows import format_against_teacher
+
+        compared = against_teacher_frames(table, settings)
+        results.update(frame_selection=frame_selection, against_teacher_frames=compared)
+        if compared:
+            log(format_against_teacher(compared))
     if not settings.quick and any(len(r["curve"]) > 1 and r["curve"][-1] - r["curve"][-2] > 1.0 for r in table.values()):
         log("this budget fits the 5-minute demo; docs/synthetic.md has every row and all five backbones trained "
             "longer, until the rows stopped rising (HGA: `sparc demo --epochs 24`)")

@@ -101,6 +101,26 @@ def span_frames(
     return torch.where(keep.any(dim=1, keepdim=True), keep, fallback)
 
 
+def span_position_frames(
+    start: torch.Tensor, end: torch.Tensor, num_frames: int, lengths: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Keep the frames at positions ``start[b] .. end[b]`` (0-indexed, end inclusive): a span already
+    laid on the frame axis, as STAGE's ``ts_label_st`` / ``ts_label_ed`` are. Raises ValueError (naming
+    the batch row) for a span that is not ``0 <= start <= end`` or that ends past the row's last real
+    frame: a label on frames the sample does not have is a bug upstream, not a selection."""
+    start = torch.as_tensor(start).long().reshape(-1)
+    end = torch.as_tensor(end).long().reshape(-1).to(start.device)
+    valid = valid_frames(num_frames, lengths, start.shape[0], start.device)
+    last = valid.sum(dim=1) - 1
+    bad = (start < 0) | (end < start) | (end > last)
+    if bool(bad.any()):
+        b = int(torch.nonzero(bad)[0])
+        raise ValueError(f"batch row {b}: span ({int(start[b])}, {int(end[b])}) is not 0 <= start <= end <= "
+                         f"{int(last[b])} (the row's last real frame)")
+    pos = torch.arange(num_frames, device=start.device)[None, :]
+    return (pos >= start[:, None]) & (pos <= end[:, None]) & valid
+
+
 def sample_single_frame(valid: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One frame index per sample, uniform over that sample's valid frames (``valid``: ``[B, T]`` bool)."""
     counts = valid.sum(dim=1)

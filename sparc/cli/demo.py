@@ -8,7 +8,8 @@ from sparc.cli.arguments import positive_int
 def _run(args) -> int:
     from sparc.demo import DemoSettings, run_demo
 
-    settings = DemoSettings.make(args.quick, args.backbone, configs=args.configs, seeds=args.seeds, epochs=args.epochs)
+    settings = DemoSettings.make(args.quick, args.backbone, configs=args.configs, seeds=args.seeds, epochs=args.epochs,
+                                 techniques=args.techniques, frames=args.frames)
     run_demo(output_dir=args.output_dir, settings=settings)
     return 0
 
@@ -28,4 +29,13 @@ def add_subcommands(sub) -> None:
     demo.add_argument("--epochs", type=positive_int, default=None, metavar="N", help="training epochs (default: 10; VGT 8)")
     demo.add_argument("--backbone", default="hga", choices=BACKBONES.names("demo"),
                       help="the video-QA model to train (default: hga)")
+    demo.add_argument("--techniques", default=None, metavar="A,B,...",
+                      help="rows from technique short names, added one at a time: plain, +A, +A+B, ... (e.g. "
+                           "sparc,span,attention,contrastive; sparc = T and S; the others: T S TGM mixup span "
+                           "attention contrastive); span, attention and contrastive need --backbone stage")
+    demo.add_argument("--frames", nargs="+", default=None, metavar="CHOICE",
+                      choices=("teacher", "gt", "teacher&gt", "teacher|gt"),
+                      help="with --techniques: retrain its first row that reads causal frames on each choice: "
+                           "gt the ground-truth span, teacher&gt / teacher|gt its intersection / union with the "
+                           "teacher's frames (quote them in a shell); --backbone stage")
     demo.set_defaults(func=_run)

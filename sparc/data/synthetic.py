@@ -36,6 +36,12 @@ on first use from a stream of their own): each time step is a *clip* of ``frames
 the same content, each frame with object *regions* (one per pair, the rest background) and boxes (VGT,
 STAGE); a *motion* feature per clip that shows the two actions only (HME, memory-attention: appearance |
 motion); and a *subtitle* per clip naming the people on screen (STAGE).
+
+What STAGE's supervision reads is a function of the layout, drawn from no stream (so adding it changed
+no number): the ground-truth span (:attr:`SyntheticSplit.span`, the hull of the true causal frames, as
+a TVQA+ span is an interval that may hold frames without the evidence) and the evidence regions
+(:attr:`SyntheticSplit.evidence`: in each true causal frame, the slot of the asked subject doing the
+answer; inside the span the asked subject stands nowhere else and the answer is done nowhere else).
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ QUESTION_TYPES = ("what", "first", "last")
 PAIRS_PER_FRAME = 2
 # "[CLS] <type> <subject> [SEP]"; the candidate action follows at this position, then [SEP].
 QUESTION_LENGTH = 4
+SUBJECT_POSITION = 2          # the asked subject's token in every hypothesis
 
 
 @dataclass
@@ -111,6 +118,21 @@ class SyntheticSplit:
     def temporal(self) -> np.ndarray:
         """[N] bool: the first / last questions."""
         return self.qtype != QUESTION_TYPES.index("what")
+
+    @property
+    def span(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The ground-truth span ``(first, last)`` ``[N]`` int64: the first and last true causal frame,
+        end inclusive. The causal frames may have gaps, so the span can hold frames without the
+        evidence, as an annotated TVQA+ span does (STAGE's ``ts_label_st`` / ``ts_label_ed``)."""
+        frames = np.arange(self.causal.shape[1])
+        return (np.where(self.causal, frames, self.causal.shape[1]).min(axis=1).astype(np.int64),
+                np.where(self.causal, frames, -1).max(axis=1).astype(np.int64))
+
+    @property
+    def evidence(self) -> np.ndarray:
+        """``[N, T, P]`` bool: slot p of frame t shows the asked subject doing the answer (the regions
+        STAGE's attention labels point at). One slot in each true causal frame, none elsewhere."""
+        return self.causal[:, :, None] & (self.frame_subject == self.asked[:, None, None])
 
 
 @dataclass
