@@ -492,6 +492,7 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
     rows = predict_rows(model, val_set, config["eval_batch_size"], args.num_workers,
                         object_word_ids(data) if plus else None, config.get("score_thd", 0.2))
     report = {"benchmark": "TVQA+ val" if plus else "TVQA val", "backbone": "stage", "techniques": args.techniques,
+              "frames": args.frames,
               "trained": "the answer loss with SpARC's terms; STAGE's span and attention losses are not trained yet "
                          "(att_weight, ts_weight kept in the config), so the span metrics (miou, R@, ASA) score "
                          "untrained span layers",
