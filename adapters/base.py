@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterable, Optional
 
 import torch
 
 from sparc.frames import bucket_by_count, gather_kept, valid_frames
-from sparc.outputs import ModelOutput, gather_positions, scatter_rows, to_video_frames
+from sparc.outputs import FIELDS as OUTPUT_FIELDS, ModelOutput, gather_positions, scatter_rows, to_video_frames
 from sparc.rows import select_rows
 
 SUBSET_MODES = ("mask", "lengths", "bucket")
@@ -56,11 +56,13 @@ class Adapter:
     open_ended: bool = False
     # A single-frame view can leave temporal parameters without gradient; DDP must then be told.
     find_unused_parameters: bool = False
+    # The ModelOutput fields this adapter's forward fills: a technique that supervises another field
+    # (span_logits, attention, hypothesis) is refused at wrap time.
+    outputs: frozenset = frozenset({"logits"})
     # Contrastive masking (paper 002, 3.2): what ``mask_text`` hands its masker, "ids" (token ids: the
     # tokenizer's mask id replaces a token) or "features" (pre-extracted token features: the technique's
     # learned mask vector replaces a row); None for an adapter without ``mask_text``.
     text_tokens: Optional[str] = None
-
 
     # ---- what subclasses provide --------------------------------------------------------------
     def forward(self, model, inputs: dict) -> ModelOutput:
@@ -296,7 +298,8 @@ def per_candidate(seen: list, batch_size: int) -> Optional[torch.Tensor]:
 class FunctionAdapter(Adapter):
     """Drive any model with a function: ``FunctionAdapter(lambda m, x: m(x["video"], x["question"]),
     temporal={"video": 1}, subset="bucket")``. The function returns logits, a tuple starting with
-    them, or a :class:`ModelOutput`.
+    them, or a :class:`ModelOutput`; ``outputs`` names the fields it fills (default logits only; e.g.
+    ``("logits", "span_logits")`` for SpanSupervision).
 
     ``candidate={field: dim}`` names the inputs that carry the answer candidates, for a model that takes
     them as inputs: TemporalGuidedMixup then appends the partner's candidates (EIGV's concat). A model
@@ -317,6 +320,7 @@ class FunctionAdapter(Adapter):
         qid_field: str = "qid",
         open_ended: bool = False,
         find_unused_parameters: bool = False,
+        outputs: Iterable[str] = ("logits",),
     ):
         if subset not in SUBSET_MODES:
             raise ValueError(f"subset must be one of {SUBSET_MODES}, got {subset!r}")
@@ -335,6 +339,11 @@ class FunctionAdapter(Adapter):
         self.qid_field = qid_field
         self.open_ended = open_ended
         self.find_unused_parameters = find_unused_parameters
+        unknown = set(outputs) - set(OUTPUT_FIELDS)
+        if unknown or "logits" not in outputs:
+            raise ValueError(f"outputs names the ModelOutput fields the function fills, 'logits' first among "
+                             f"{OUTPUT_FIELDS}; got {tuple(outputs)}")
+        self.outputs = frozenset(outputs)
 
     def forward(self, model, inputs: dict) -> ModelOutput:
         return as_model_output(self.forward_fn(model, inputs))

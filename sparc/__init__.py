@@ -10,8 +10,8 @@ from sparc.outputs import ModelOutput, StepOutput
 from sparc.priors import PriorStore
 from sparc.selection import CausalFrames, FrameSelector, Intersection, SpanFrames, TopKFrames, Union
 from sparc.step import Step
-from sparc.techniques import (Augmentation, ContrastiveMasking, Mixup, SpatialDistillation, TemporalGuidance,
-                              TemporalGuidedMixup, Technique)
+from sparc.techniques import (AttentionSupervision, Augmentation, ContrastiveMasking, Mixup, SpanSupervision,
+                              SpatialDistillation, TemporalGuidance, TemporalGuidedMixup, Technique)
 from sparc.wrap import SparcModel, wrap
 
 __version__ = "0.1.0"
@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "wrap", "SparcModel", "ModelOutput", "StepOutput", "PriorStore",
     "Technique", "Augmentation", "Step", "TemporalGuidance", "SpatialDistillation", "TemporalGuidedMixup", "Mixup",
-    "ContrastiveMasking",
+    "SpanSupervision", "AttentionSupervision", "ContrastiveMasking",
     "FrameSelector", "CausalFrames", "TopKFrames", "SpanFrames", "Intersection", "Union",
     "select_causal_frames", "top_k_frames", "span_frames", "sample_single_frame",
     "mixup", "temporal_guided_mixup",

@@ -56,20 +56,22 @@ def hinge_loss(logits: torch.Tensor, answer: torch.Tensor, margin: float = 1.0) 
 
 
 def span_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Span loss (TVQA+ / STAGE 4.3): ``L_span = -½ (log p_start[y1] + log p_end[y2])`` on the
-    ground-truth hypothesis; logits ``[B, T]``, targets ``[B]`` frame indices; batch mean."""
+    """Span loss (TVQA+ / STAGE 4.3): ``L_span = -1/(2N) Σ_i (log p_start[y1_i] + log p_end[y2_i])`` on
+    the ground-truth hypothesis; logits ``[N, T]``, targets ``[N]`` frame indices."""
     return 0.5 * (F.cross_entropy(start_logits, start.long()) + F.cross_entropy(end_logits, end.long()))
 
 
-def lse_attention_loss(scores: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """Attention supervision (TVQA+ / STAGE 4.3): ``Σ log(1 + exp(M_neg - M_pos))`` over pairs.
+def lse_attention_loss(positive: torch.Tensor, negative: torch.Tensor, num_examples: int,
+                       alpha: float = 1.0) -> torch.Tensor:
+    """Attention supervision (TVQA+ / STAGE 4.3): ``L_att = 1/N Σ_i Σ_{(r_p, r_n)} log(1 + exp(α (M_rn − M_rp)))``.
 
-    ``scores`` are attention scores of the regions of a frame; ``positive`` and ``negative`` are index
-    tensors ``[P]`` (a positive region paired with a sampled negative, repeated per negative) into the
-    flattened ``scores``. Returns the mean over pairs (the paper's sum divided by the pair count).
-    """
-    flat = scores.reshape(-1)
-    return F.softplus(flat[negative] - flat[positive]).mean()
+    ``positive`` and ``negative`` are the attention scores of the sampled pairs ``[P]`` (each positive
+    region paired with its sampled negatives, over every annotated frame and concept word of every
+    example), ``num_examples`` the batch's N. ``α`` scales the score difference: 1 in the paper's
+    equation, 20 in its code (``--alpha``: STAGE's scores are cosines in [-1, 1])."""
+    if num_examples < 1:
+        raise ValueError(f"num_examples must be >= 1, got {num_examples}")
+    return F.softplus(alpha * (negative - positive)).sum() / num_examples
 
 
 def contrastive_loss(hypotheses: torch.Tensor, anchor: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:

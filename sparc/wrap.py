@@ -58,7 +58,7 @@ def resolve_frames(techniques, frames: Optional[FrameSelector]) -> Optional[Fram
     if frames is not None and not isinstance(frames, FrameSelector):
         raise TypeError(f"frames must be a FrameSelector (CausalFrames, TopKFrames, SpanFrames, ...), "
                         f"got {type(frames).__name__}")
-    declared = [(f"wrap(frames=...)", frames)] if frames is not None else []
+    declared = [("wrap(frames=...)", frames)] if frames is not None else []
     declared += [(_name(t), t.frames) for t in techniques if t.frames is not None]
     for who, selector in declared[1:]:
         if selector != declared[0][1]:
@@ -84,6 +84,29 @@ def check_phases(techniques) -> None:
                          f"(answer_term {owners[0].answer_term!r} and {owners[1].answer_term!r}); wrap one of them")
 
 
+def check_supervision(techniques, adapter) -> None:
+    """Every output field a technique supervises is one the adapter fills, and no augmentation rewrites
+    the batch under a technique that reads labels from it (they would no longer describe the mixed
+    sample: its span or boxes would be mixed a second time by meaning, or not at all)."""
+    outputs = getattr(adapter, "outputs", frozenset({"logits"}))
+    for t in techniques:
+        missing = [f for f in t.supervises if f not in outputs]
+        if missing:
+            raise ValueError(f"{_name(t)} supervises the model's {missing[0]}, which {type(adapter).__name__} does not "
+                             f"return (its outputs: {sorted(outputs)}); use an adapter whose backbone has it "
+                             f"(STAGEAdapter), or declare it (FunctionAdapter(..., outputs=...))")
+    augmentations = [t for t in techniques if isinstance(t, Augmentation)]
+    for t in techniques:
+        for a in augmentations:
+            if a is t:
+                continue
+            lost = [f for f in t.label_fields if f not in a.keeps_labels]
+            if lost:
+                raise ValueError(f"{_name(t)} reads the batch's {', '.join(lost)} as labels, but {_name(a)} rewrites "
+                                 f"the batch before it and does not keep them valid for the mixed samples; wrap "
+                                 f"{_name(t)} without {_name(a)} (or give {_name(a)} keeps_labels naming them)")
+
+
 class SparcModel(nn.Module):
     """The wrapped model. ``model`` stays reachable as ``.model`` (save its ``state_dict`` for deployment)."""
 
@@ -99,6 +122,7 @@ class SparcModel(nn.Module):
             if not isinstance(t, Technique):
                 raise TypeError(f"{type(t).__name__} is not a sparc Technique")
         check_phases(self.techniques)
+        check_supervision(self.techniques, adapter)
         self.frames = resolve_frames(self.techniques, frames)
         for t in self.techniques:
             t.bind(adapter)

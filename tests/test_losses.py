@@ -238,19 +238,21 @@ def test_span_loss_by_hand():
 
 
 def test_lse_attention_loss_by_hand():
-    scores = [[0.5, -1.0, 2.0], [0.0, 1.5, -0.3]]  # flattened: [0.5, -1.0, 2.0, 0.0, 1.5, -0.3]
-    flat = [v for row in scores for v in row]
-    positive = [2, 2, 4, 0]
-    negative = [1, 3, 5, 2]
-    expected = sum(math.log(1.0 + math.exp(flat[n] - flat[p])) for p, n in zip(positive, negative)) / len(positive)
-    got = lse_attention_loss(t(scores), torch.tensor(positive), torch.tensor(negative))
-    assert got.item() == pytest.approx(expected, **TOL)
+    positive = [0.5, 0.5, -0.2, 0.9]       # pairs of two examples: the paper's sum per example, mean over N
+    negative = [-1.0, 0.7, 0.1, 0.9]
+    for alpha in (1.0, 20.0):
+        expected = sum(math.log(1.0 + math.exp(alpha * (n - p))) for p, n in zip(positive, negative)) / 2
+        got = lse_attention_loss(t(positive), t(negative), num_examples=2, alpha=alpha)
+        assert got.item() == pytest.approx(expected, **TOL)
 
 
-def test_lse_attention_loss_equal_scores_is_log2():
-    scores = t([1.0, 1.0])
-    got = lse_attention_loss(scores, torch.tensor([0]), torch.tensor([1]))
+def test_lse_attention_loss_equal_scores_is_log2_and_n_counts_examples_without_pairs():
+    got = lse_attention_loss(t([1.0]), t([1.0]), num_examples=1)
     assert got.item() == pytest.approx(math.log(2.0), **TOL)
+    # an example without annotated boxes adds no pair but still counts in N
+    assert lse_attention_loss(t([1.0]), t([1.0]), num_examples=4).item() == pytest.approx(math.log(2.0) / 4, **TOL)
+    with pytest.raises(ValueError, match="num_examples"):
+        lse_attention_loss(t([1.0]), t([1.0]), num_examples=0)
 
 
 # ---- contrastive_loss -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from the clean batch, with the selector the techniques declare (``frames``).
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -24,7 +24,10 @@ class Technique(nn.Module):
       follows whatever the step selects sets it without ``frames``, and the step then uses
       ``CausalFrames()``);
     - ``answer_term``: the name of the term that *is* the answer supervision, for a technique that
-      takes it over (TemporalGuidance's ``"guided"``); the wrapper's plain answer loss is then dropped.
+      takes it over (TemporalGuidance's ``"guided"``); the wrapper's plain answer loss is then dropped;
+    - ``supervises``: the ModelOutput fields beyond the logits it puts a loss on (``wrap`` refuses an
+      adapter whose ``outputs`` lack one); ``label_fields``: the batch fields it reads as labels
+      (``wrap`` refuses an augmentation that does not keep them valid, :attr:`Augmentation.keeps_labels`).
 
     Each technique owns a ``torch.Generator`` (seeded from seed + process index by the loop) so its
     random draws never disturb the model's RNG; the generator state rides in ``state_dict`` (extra
@@ -33,6 +36,8 @@ class Technique(nn.Module):
 
     frames = None
     answer_term: Optional[str] = None
+    supervises: Tuple[str, ...] = ()      # ModelOutput fields it puts a loss on, besides logits
+    label_fields: Tuple[str, ...] = ()    # batch fields it reads as labels
 
     def __init__(self, seed: int = 0):
         super().__init__()
@@ -68,6 +73,8 @@ class Augmentation(Technique):
 
     ``wrap`` runs at most one augmentation: two mixups would mix the already mixed batch and score
     4C candidates. An augmentation that can follow another says so in :meth:`composes_after`."""
+
+    keeps_labels: Tuple[str, ...] = ()    # label fields still valid for the rewritten batch
 
     def augment(self, step) -> None:
         raise NotImplementedError
