@@ -234,6 +234,8 @@ def train(
         # Accelerate's loaders re-set the sampler's epoch from their own iteration counter at every
         # __iter__; a fresh (resumed or skipping) loader would restart at 0, so tell it the epoch.
         sampler.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):     # a dataset whose items depend on the epoch, on every process
+            train_set.set_epoch(epoch)
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
         for batch_in_epoch, batch in enumerate(loader, start=skip_batches):
