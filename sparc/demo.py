@@ -540,7 +540,8 @@ def run_demo(output_dir: str = "sparc-demo", quick: bool = False, log=print,
         results.update(frame_selection=frame_selection, against_teacher_frames=compared)
         if compared:
             log(format_against_teacher(compared))
-    if not settings.quick and any(len(r["curve"]) > 1 and r["curve"][-1] - r["curve"][-2] > 1.0 for r in table.values()):
+    if not settings.quick and not settings.rows and any(len(r["curve"]) > 1 and r["curve"][-1] - r["curve"][-2] > 1.0
+                                                        for r in table.values()):
         log("this budget fits the 5-minute demo; docs/synthetic.md has every row and all five backbones trained "
             "longer, until the rows stopped rising (HGA: `sparc demo --epochs 24`)")
     png = os.path.join(output_dir, "sparc-demo.png")
