@@ -32,8 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparc.recipe import (check_store, is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
-                          sparc_techniques, train_and_predict, train_config, write_results)
+from sparc.recipe import (add_pretrain_arguments, check_store, is_main_process, load_config, open_priors,
+                          pretrain_settings, recipe_parser, require, smoke_data, sparc_techniques, train_and_predict,
+                          train_config, write_results)
 
 HERE = Path(__file__).resolve().parent
 QA = "AnotherMissOh_QA"
@@ -97,21 +98,6 @@ def write_smoke_data(root: Path, seed: int = 0, dim: int = 16, frames: int = 16)
     return root
 
 
-def add_pretrain_arguments(p) -> None:
-    p.add_argument("--pretrain-epochs", type=int,
-                   help="epochs of the question-prediction pretraining stage (paper 002 3.2) into OUTPUT/pretrain/ "
-                        "before the main stage, which starts from its weights; 0 skips it (default: the "
-                        "configuration's pretrain.epochs); --max-steps caps the main stage only")
-
-
-def pretrain_epochs(args, config) -> int:
-    settings = config.get("pretrain") or {"epochs": 0}
-    epochs = settings["epochs"] if args.pretrain_epochs is None else args.pretrain_epochs
-    if epochs < 0:
-        raise ValueError(f"--pretrain-epochs {epochs}: a count of epochs, 0 to skip the stage (field: pretrain.epochs)")
-    return int(epochs)
-
-
 def pretraining(args, config, train_set, val_set, build, backbone) -> dict:
     """Paper 002's question-prediction stage (``sparc.data.question_prediction``: C = 5 candidates, the
     clip's own question among other scenes' questions, the answer the vocabulary word ``<mask>``) trained
@@ -124,6 +110,7 @@ def pretraining(args, config, train_set, val_set, build, backbone) -> dict:
     from sparc.data.question_prediction import QuestionPrediction
     from sparc.pretraining import pretrain, start_main_stage
 
+    epochs, lr = pretrain_settings(args, config)
     described = {}
 
     def make_sets():
@@ -132,7 +119,7 @@ def pretraining(args, config, train_set, val_set, build, backbone) -> dict:
         return train_qp, QuestionPrediction(val_set, seed=args.seed)
 
     stage = pretrain(args.output, build, HGAAdapter(), make_sets, collate_dramaqa, train_config(args, config),
-                     epochs=pretrain_epochs(args, config), lr=(config.get("pretrain") or {}).get("lr", config["lr"]),
+                     epochs=epochs, lr=lr,
                      describe=described)
     return {"pretraining": stage.summary, "main_stage_start": start_main_stage(args.output, backbone, stage)}
 
@@ -171,7 +158,7 @@ def main(argv=None) -> dict:
 
     data = Path(args.data)
     vocabulary = WordVocabulary.build(texts(read_dramaqa_table(split_file(data, "train"))))
-    if pretrain_epochs(args, config):   # the pretraining's masked answer: one more word, no other id moves
+    if pretrain_settings(args, config)[0]:   # the pretraining's masked answer: one more word, no other id moves
         from sparc.data.question_prediction import with_mask_word
 
         vocabulary = with_mask_word(vocabulary)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparc.recipe import (load_config, open_priors, recipe_parser, require, smoke_data, sparc_techniques,
+from sparc.recipe import (add_pretrain_arguments, load_config, pretrain_settings, open_priors, recipe_parser, require, smoke_data, sparc_techniques,
                           train_config, write_results)
 
 HERE = Path(__file__).resolve().parent
@@ -210,22 +210,6 @@ def predict_rows(model, dataset, batch_size: int, num_workers: int, object_words
 
 
 # --------------------------------------------------------------------------- the pretraining stage
-
-
-def add_pretrain_arguments(p) -> None:
-    p.add_argument("--pretrain-epochs", type=int,
-                   help="epochs of the question-prediction pretraining stage (paper 002 3.2) into OUTPUT/pretrain/ "
-                        "before the main stage, which starts from its weights; 0 skips it (default: the "
-                        "configuration's pretrain.epochs); --max-steps caps the main stage only")
-
-
-def pretrain_settings(args, config) -> tuple:
-    """(epochs, lr) of the pretraining stage: ``--pretrain-epochs`` over the configuration's ``pretrain``."""
-    settings = config.get("pretrain") or {"epochs": 0, "lr": config["lr"]}
-    epochs = settings["epochs"] if args.pretrain_epochs is None else args.pretrain_epochs
-    if epochs < 0:
-        raise ValueError(f"--pretrain-epochs {epochs}: a count of epochs, 0 to skip the stage (field: pretrain.epochs)")
-    return int(epochs), float(settings["lr"])
 
 
 def pretraining(args, config, train_set, val_set, backbone) -> dict:

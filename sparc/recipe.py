@@ -41,6 +41,24 @@ def recipe_parser(doc: str, *, data_help: str, techniques: str = "sparc+tgm") ->
     return p
 
 
+def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    """``--pretrain-epochs`` of the recipes with a question-prediction stage (TVQA, TVQA+, DramaQA)."""
+    p.add_argument("--pretrain-epochs", type=int,
+                   help="epochs of the question-prediction pretraining stage (paper 002 3.2) into OUTPUT/pretrain/ "
+                        "before the main stage, which starts from its weights; 0 skips it (default: the "
+                        "configuration's pretrain.epochs); --max-steps caps the main stage only")
+
+
+def pretrain_settings(args, config: dict) -> tuple:
+    """``(epochs, lr)`` of the pretraining stage: ``--pretrain-epochs`` over the configuration's ``pretrain``
+    (none there: no stage; its lr defaults to the main stage's)."""
+    settings = config.get("pretrain") or {"epochs": 0}
+    epochs = settings["epochs"] if args.pretrain_epochs is None else args.pretrain_epochs
+    if epochs < 0:
+        raise ValueError(f"--pretrain-epochs {epochs}: a count of epochs, 0 to skip the stage (field: pretrain.epochs)")
+    return int(epochs), float(settings.get("lr", config["lr"]))
+
+
 def load_config(path, args) -> dict:
     """The recipe's JSON configuration with ``--epochs``, ``--batch-size`` and ``--lr`` applied."""
     config = json.loads(Path(path).read_text())
@@ -233,5 +251,5 @@ def write_results(output, report: dict, files: Optional[Dict[str, object]] = Non
     return written
 
 
-__all__ = ["TECHNIQUES", "recipe_parser", "load_config", "smoke_data", "require", "sparc_techniques", "train_config",
+__all__ = ["TECHNIQUES", "recipe_parser", "add_pretrain_arguments", "pretrain_settings", "load_config", "smoke_data", "require", "sparc_techniques", "train_config",
            "train_and_predict", "check_store", "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]
