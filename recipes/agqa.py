@@ -21,13 +21,15 @@ accuracy on test (and on the held-out videos), the curve and the configuration;
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sparc.recipe import (check_store, is_main_process, load_config, open_priors, recipe_parser, require, smoke_data,
-                          sparc_techniques, train_and_predict, train_config, write_results)
+from sparc.recipe import (build_once, check_store, is_main_process, load_config, open_priors, recipe_parser,
+                          require, smoke_data, sparc_techniques, train_and_predict, train_config, training_report,
+                          uses_priors, write_results)
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,7 +137,7 @@ def main(argv=None) -> dict:
         args.data, args.priors = str(data), str(data / "priors-train")
         config.update(epochs=2, batch_size=8, eval_batch_size=8)
         config["model"] = dict(config["model"], hidden=8, word_dim=8, block={"mm_dim": 8, "chunks": 2, "rank": 2})
-    require(args, p, ("data", "output") + (("priors",) if args.techniques != "plain" else ()))
+    require(args, p, ("data", "output") + (("priors",) if uses_priors(args.techniques) else ()))
 
     import sparc
     from sparc.adapters import HGAAdapter
@@ -147,8 +149,13 @@ def main(argv=None) -> dict:
 
     data, out = Path(args.data), Path(args.output)
     train_file, test_file = data / "AGQA_balanced" / "train_balanced.txt", data / "AGQA_balanced" / "test_balanced.txt"
-    full_train = read_agqa_table(train_file, cache_dir=out / "tables" / "train")   # Arrow on disk, memory-mapped
-    test_table = read_agqa_table(test_file, cache_dir=out / "tables" / "test")
+    # Arrow on disk, memory-mapped. The first process writes the tables and the others then read its files
+    # (two processes generating one cache folder at once would race); the marker names the files' versions.
+    tables = lambda: (read_agqa_table(train_file, cache_dir=out / "tables" / "train"),
+                      read_agqa_table(test_file, cache_dir=out / "tables" / "test"))
+    stamp = "-".join(str(int(os.path.getmtime(f) * 1e6)) for f in (train_file, test_file))
+    build_once(out / "tables" / f"READY-{stamp}", lambda marker: (tables(), marker.write_text("ok\n")), "the tables")
+    full_train, test_table = tables()
     priors = open_priors(args)
     counts = answer_counts(full_train)
     answers = answer_set_from_config(counts, config["answer_set"])
@@ -193,7 +200,7 @@ def main(argv=None) -> dict:
                                  "from": "prior store" if priors is not None else "train answers"},
                   "train_questions": len(train_in), "train_questions_outside_answer_set": left_out,
                   "vocabulary": len(vocabulary), "glove": args.glove,
-                  "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+                  **training_report(result), "config": config}
         if left_out:
             print(f"{left_out} train question(s) answer outside the {len(answers)}-answer set and were left out of training")
         files = {"predictions.json": test_predictions, "val_predictions.json": val_predictions, "answers.json": answers,

@@ -34,7 +34,7 @@ import torch
 
 from sparc.recipe import (add_pretrain_arguments, check_store, is_main_process, load_config, open_priors,
                           pretrain_settings, recipe_parser, require, smoke_data, sparc_techniques, train_and_predict,
-                          train_config, write_results)
+                          train_config, training_report, uses_priors, write_results)
 
 HERE = Path(__file__).resolve().parent
 QA = "AnotherMissOh_QA"
@@ -147,7 +147,7 @@ def main(argv=None) -> dict:
         args.data, args.priors = str(data), str(data / "priors-train")
         config.update(epochs=2, batch_size=8, eval_batch_size=8)
         config["model"] = dict(config["model"], hidden=8, word_dim=8, block={"mm_dim": 8, "chunks": 2, "rank": 2})
-    require(args, p, ("data", "output") + (("priors",) if args.techniques != "plain" else ()))
+    require(args, p, ("data", "output") + (("priors",) if uses_priors(args.techniques) else ()))
 
     import sparc
     from sparc.adapters import HGAAdapter
@@ -158,8 +158,10 @@ def main(argv=None) -> dict:
 
     data = Path(args.data)
     vocabulary = WordVocabulary.build(texts(read_dramaqa_table(split_file(data, "train"))))
-    if pretrain_settings(args, config)[0]:   # the pretraining's masked answer: one more word, no other id moves
-        from sparc.data.question_prediction import with_mask_word
+    # the pretraining's masked answer and contrastive masking's masked words: one more word, no other id moves
+    masks_words = bool(pretrain_settings(args, config)[0]) or "contrastive" in args.techniques.split(",")
+    if masks_words:
+        from sparc.data.question_prediction import MASK, with_mask_word
 
         vocabulary = with_mask_word(vocabulary)
     glove = None
@@ -182,7 +184,8 @@ def main(argv=None) -> dict:
     build = lambda: build_hga(config["model"], args.seed, len(vocabulary), dim_vid, None if glove is None else glove.copy())
     backbone = build()
     stages = pretraining(args, config, train_set, val_set, build, backbone)
-    model = sparc.wrap(backbone, HGAAdapter(), sparc_techniques(args.techniques, config))
+    adapter = HGAAdapter(mask_token_id=vocabulary.index[MASK] if masks_words else None)
+    model = sparc.wrap(backbone, adapter, sparc_techniques(args.techniques, config))
     tc = train_config(args, config)
     sets = {"val": val_set, **({"test": test_set} if test_set is not None else {})}
     result, predicted = train_and_predict(model, train_set, collate_dramaqa, tc, eval_set=val_set, priors=priors, predict_sets=sets)
@@ -193,7 +196,7 @@ def main(argv=None) -> dict:
         report = {"benchmark": "DramaQA val", "backbone": "hga", "techniques": args.techniques,
                   "metrics": dramaqa_accuracy(val_set.table, answers), "feature_dim": dim_vid,
                   "vocabulary": len(vocabulary), "glove": args.glove,
-                  "eval_history": result.eval_history, "global_step": result.global_step, **stages,
+                  **training_report(result), **stages,
                   "config": config}
         files = {"predictions.json": submission(val_set.table, val_pred), "vocabulary.json": vocabulary.words}
         if test_pred is not None:

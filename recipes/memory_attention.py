@@ -30,7 +30,9 @@ WHY_NOT = {
 
 def check_techniques(parser, techniques: str, kind: str, what: str) -> None:
     """A clear argparse error at start for techniques the task cannot take."""
-    if techniques not in TECHNIQUES_FOR[kind]:
+    from sparc.recipe import sparc_preset
+
+    if sparc_preset(techniques) not in TECHNIQUES_FOR[kind]:
         parser.error(f"--techniques {techniques} is not available for {what}: {WHY_NOT[kind]}")
 
 
@@ -88,16 +90,18 @@ def run_answer_set(store, config: dict, train_answers: Sequence[str], train_file
     return answer_set_from_config(train_answers, config["answer_set"]), f"{train_file}, rule {config['answer_set']}"
 
 
-def wrapped(model, kind: str, num_answers: int, techniques: str, config: dict):
+def wrapped(model, kind: str, num_answers: int, techniques: str, config: dict, mask_token_id=None):
     """The model wrapped with the row's techniques and the paper's task loss (3.4: hinge for multiple
     choice, cross-entropy for open-ended, L2 for Count; with TemporalGuidance the answer loss is its
-    guided cross-entropy, SpARC 3.2.1)."""
+    guided cross-entropy, SpARC 3.2.1). ``mask_token_id``: the word id contrastive masking writes into
+    the hypotheses (multiple choice)."""
     import sparc
     from sparc.adapters import MemoryAdapter
     from sparc.adapters.memory import task_loss_for
     from sparc.recipe import sparc_techniques
 
-    adapter = MemoryAdapter(kind, num_answers=num_answers if kind == "open_ended" else None)
+    adapter = MemoryAdapter(kind, num_answers=num_answers if kind == "open_ended" else None,
+                            mask_token_id=mask_token_id if kind == "multiple_choice" else None)
     return sparc.wrap(model, adapter, sparc_techniques(techniques, config), task_loss=task_loss_for(kind))
 
 
@@ -152,7 +156,7 @@ def write_msqa_smoke(root: Path, dataset: str, frames: int) -> Path:
 
 
 def msqa_main(dataset: str, doc: str, argv=None) -> dict:
-    from sparc.recipe import load_config, recipe_parser, require, smoke_data
+    from sparc.recipe import load_config, recipe_parser, require, smoke_data, uses_priors
 
     name = NAMES[dataset]
     p = recipe_parser(doc, data_help=f"folder with {name}'s {{train,val,test}}_qa.json and video_feature_20.h5",
@@ -167,12 +171,12 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
         args.data = str(data)
         if args.priors is None:
             args.priors = str(data / "priors-train")
-    require(args, p, ("data", "output") + (() if args.techniques == "plain" else ("priors",)))
+    require(args, p, ("data", "output") + (("priors",) if uses_priors(args.techniques) else ()))
 
     from sparc.data.msqa import read_msqa_table
     from sparc.data.msqa_features import FEATURE_FILE, MSQAFeatures, collate_msqa, msqa_vocabulary
     from sparc.metrics import msqa_accuracy
-    from sparc.recipe import check_store, train_and_predict, train_config, write_results
+    from sparc.recipe import check_store, train_and_predict, train_config, training_report, write_results
 
     data = Path(args.data)
     files = {split: data / f"{split}_qa.json" for split in ("train", "val", "test")}
@@ -185,7 +189,7 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
                                                      num_frames=config["frames"], max_len=m["max_len_q"],
                                                      drop_out_of_set=drop, table=table)
     train_set, val_set, test_set = split("train", True, train_table), split("val", False), split("test", False)
-    priors = None if args.techniques == "plain" else store
+    priors = store if uses_priors(args.techniques) else None
     if priors is not None:
         check_store(priors, train_set.table["qid"], config["frames"], len(answers), str(files["train"]))
     model, glove_found = build_model(m, "open_ended", train_set.appearance_dim, train_set.motion_dim, vocabulary,
@@ -203,7 +207,7 @@ def msqa_main(dataset: str, doc: str, argv=None) -> dict:
                              "train_questions": len(train_set), "train_questions_dropped": len(train_table) - len(train_set),
                              "test_out_of_set": sum(a not in set(answers) for a in test_set.table["answer"])},
               "vocabulary": len(vocabulary), "glove_words_found": glove_found,
-              "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+              **training_report(result), "config": config}
     return write_results(args.output, report, {"predictions.json": predictions, "answers.json": answers,
                                                "vocabulary.json": vocabulary.words})
 

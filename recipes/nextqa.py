@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from sparc.recipe import (is_main_process, load_config, model_grounding, open_priors, recipe_parser, require,
-                          smoke_data, sparc_techniques, train_config, write_results)
+                          smoke_data, sparc_techniques, train_config, training_report, write_results)
 
 HERE = Path(__file__).resolve().parent
 
@@ -166,7 +166,7 @@ def main(argv=None) -> dict:
                    for key, pred, answer in zip(val_set.table["key"], result.predictions.tolist(), val_set.table["answer"])}
     report = {"benchmark": "NExT-QA val", "backbone": args.backbone, "techniques": args.techniques,
               "metrics": nextqa_accuracy(data / "nextqa" / "val.csv", predictions),
-              "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+              **training_report(result), "config": config}
     if args.grounding and is_main_process():
         from sparc.grounding import read_nextgqa
 

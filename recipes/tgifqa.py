@@ -124,7 +124,7 @@ def write_smoke_data(root: Path, frames: int = SMOKE_FRAMES, seed: int = 0) -> P
 
 
 def main(argv=None) -> dict:
-    from sparc.recipe import load_config, recipe_parser, require, smoke_data
+    from sparc.recipe import load_config, recipe_parser, require, smoke_data, uses_priors
 
     p = recipe_parser(__doc__, data_help="folder with dataset/{Train,Test}_<task>_question.csv and features/TGIF_*.hdf5")
     p.add_argument("--task", required=True, choices=TASKS)
@@ -143,13 +143,14 @@ def main(argv=None) -> dict:
         args.data = str(data)
         if args.priors is None and kind != "count":
             args.priors = str(data / "priors" / task)
-    require(args, p, ("data", "output") + (() if args.techniques == "plain" else ("priors",)))
+    require(args, p, ("data", "output") + (("priors",) if uses_priors(args.techniques) else ()))
 
     from sparc.data.tgifqa import read_tgifqa_table
     from sparc.data.tgifqa_features import (C3D_FILE, RESNET_FILE, TGIFQAFeatures, collate_tgifqa, tgifqa_vocabulary,
                                             validation_split)
+    from sparc.data.words import UNK
     from sparc.metrics import tgifqa_metrics
-    from sparc.recipe import check_store, train_and_predict, train_config, write_results
+    from sparc.recipe import check_store, train_and_predict, train_config, training_report, write_results
 
     data = Path(args.data)
     files = {s: data / "dataset" / f"{s}_{task}_question.csv" for s in ("Train", "Test")}
@@ -169,7 +170,7 @@ def main(argv=None) -> dict:
     val_set = split(files["Train"], val_rows, False, train_table)
     test_set = split(files["Test"], None, False)
     num_candidates = {"multiple_choice": 5, "open_ended": len(answers or ()), "count": 1}[kind]
-    priors = None if args.techniques == "plain" else store
+    priors = store if uses_priors(args.techniques) else None
     if priors is not None:
         qids = [f"{v}_{k}" for v, k in zip(train_set.table["qid"], train_set.table["key"])]
         check_store(priors, qids, config["frames"], num_candidates, str(files["Train"]))
@@ -177,7 +178,8 @@ def main(argv=None) -> dict:
     model, glove_found = build_model(m, kind, m["appearance_dim"], m["motion_dim"], vocabulary, num_candidates,
                                      args.seed, args.glove)
     predict = (lambda out: out.logits.detach().float()) if kind == "count" else None   # the raw regression
-    result, predicted = train_and_predict(wrapped(model, kind, num_candidates, args.techniques, config), train_set,
+    result, predicted = train_and_predict(wrapped(model, kind, num_candidates, args.techniques, config,
+                                                  mask_token_id=vocabulary.index[UNK]), train_set,
                                           collate_tgifqa, train_config(args, config), eval_set=val_set,
                                           priors=priors, predict_sets={"val": val_set, "test": test_set},
                                           predict=predict)
@@ -200,7 +202,7 @@ def main(argv=None) -> dict:
               "splits": {"train_file": len(train_table), "train": len(train_set), "val": len(val_set),
                          "test": len(test_set), "train_questions_dropped": len(fit_rows) - len(train_set)},
               "vocabulary": len(vocabulary), "glove_words_found": glove_found,
-              "eval_history": result.eval_history, "global_step": result.global_step, "config": config}
+              **training_report(result), "config": config}
     files_out = {"predictions.json": predictions, "vocabulary.json": vocabulary.words}
     if answers is not None:
         report["answer_set"] = {"size": len(answers), "from": answers_from,

@@ -12,7 +12,9 @@
 ``eval_object_vocab.json``, ``frm_cnt_cache.json``) and ``DATA/tvqa_plus_annotations/tvqa_plus_val.json``
 the official annotations the metric reads. ``PRIORS`` is the teacher's store for train over STAGE's
 frames (per question: ``--write-frame-ids`` writes them, ``sparc extract-priors --frame-ids`` reads
-them). Hyperparameters come from ``recipes/tvqaplus_stage.json`` (each with its source). A killed run
+them). Hyperparameters come from ``recipes/tvqaplus_stage.json`` (each with its source). The default
+``--techniques sparc,span,attention`` trains the full STAGE's loss (answer + span + attention, TVQA+ 4.3)
+with SpARC's +T+S in one wrap; ``,contrastive`` adds paper 002's contrastive masking. A killed run
 resumes from its newest checkpoint when started again with the same ``--output``. Before the main stage,
 paper 002's question-prediction pretraining (``--pretrain-epochs``, default the configuration's 1 epoch at
 lr 1e-5; 0 skips it) trains into ``OUTPUT/pretrain/`` and the main stage starts from its weights; a rerun
@@ -25,16 +27,19 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sparc.recipe import (add_pretrain_arguments, load_config, pretrain_settings, open_priors, recipe_parser, require, smoke_data, sparc_techniques,
-                          train_config, write_results)
+from sparc.recipe import (add_pretrain_arguments, build_once, load_config, open_priors, pretrain_settings,
+                          recipe_parser, require, smoke_data, sparc_techniques, train_config, training_report,
+                          write_results)
 
 HERE = Path(__file__).resolve().parent
+# TVQA+ trains STAGE's full loss (TVQA+ 4.3: answer + 0.5 span + 0.1 attention) with SpARC's +T+S; TVQA
+# has no boxes, and the paper's GloVe backbone row trains the answer loss alone (span: its '+ Temp. Sup.').
+DEFAULT_TECHNIQUES = {"tvqaplus": "sparc,span,attention", "tvqa": "sparc"}
 FIXTURE = HERE.parent / "tests" / "fixtures" / "annotations" / "tvqaplus"
 
 # STAGE's release (run_main.sh) and the official annotations, relative to DATA.
@@ -63,21 +68,6 @@ FULL = {
 
 
 # --------------------------------------------------------------------------- files built once per run
-
-
-def build_once(path: Path, build, what: str, wait_s: float = 7200.0) -> Path:
-    """``path`` built by the first process (``build(path)`` writes it atomically) while the others wait
-    (before any process group exists, as the recipe kit's smoke data)."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        if not path.exists():
-            build(path)
-        return path
-    deadline = time.time() + wait_s
-    while not path.exists():
-        if time.time() > deadline:
-            raise RuntimeError(f"{path}: the first process did not finish {what}")
-        time.sleep(0.5)
-    return path
 
 
 def glove_cache(args, config, train_questions: Path, subtitles) -> tuple:
@@ -284,13 +274,13 @@ def _smoke_questions(n_train: int = 8, n_val: int = 8):
 
 
 def _smoke_priors(path: Path, qids, frame_lists, answers, g):
-    """Priors over each question's frames favouring its answer in the middle frames."""
+    """Priors over each question's frames: the answer above the 0.5 threshold in the middle third (0.9), a
+    uniform guess (0.2) elsewhere, so the causal frames are a real subset."""
     from sparc.priors import PriorStore
 
     probs = []
     for frames, a in zip(frame_lists, answers):
         p = np.full((len(frames), 5), 0.1 / 4, dtype=np.float32)
-        p[:, a] = 0.3
         p[len(frames) // 3: 2 * len(frames) // 3 + 1, a] = 0.9
         p += g.uniform(0, 0.01, p.shape).astype(np.float32)
         probs.append(p / p.sum(axis=1, keepdims=True))
@@ -425,7 +415,7 @@ def write_tvqa_smoke_data(root: Path, seed: int = 0, questions: int = 16, videos
 def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
     """The recipe for ``benchmark`` "tvqaplus" (this file) or "tvqa" (``recipes/tvqa.py``, its ``doc``)."""
     plus = benchmark == "tvqaplus"
-    p = recipe_parser(doc, techniques="sparc",
+    p = recipe_parser(doc, techniques=DEFAULT_TECHNIQUES[benchmark],
                       data_help="folder with tvqa_plus_stage_features/ and tvqa_plus_annotations/" if plus
                       else "folder with tvqa/ (questions, tvqa_imagenet_pool5.h5, subtitles, frame counts)")
     p.add_argument("--write-frame-ids", metavar="JSON",
@@ -437,6 +427,9 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
     add_pretrain_arguments(p)
     add_frames_argument(p)
     args = p.parse_args(argv)
+    if not plus and "attention" in args.techniques.split(","):
+        p.error("--techniques: attention supervision needs box annotations, which TVQA has none of (its reader "
+                "gives no att_labels); TVQA+ has them (recipes/tvqaplus.py)")
 
     config = load_config(args.config or HERE / f"{benchmark}_stage.json", args)
     if args.write_frame_ids:
@@ -467,7 +460,8 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
     train_set, val_set = split("train"), split("val")
     backbone = build_stage(config["model"], args.seed)
     stages = pretraining(args, config, train_set, val_set, backbone)
-    techniques, frames = frames_selection(args.frames, config, sparc_techniques(args.techniques, config))
+    techniques = sparc_techniques(args.techniques, config, text_width=config["model"]["embedding_size"])
+    techniques, frames = frames_selection(args.frames, config, techniques)
     model = sparc.wrap(backbone, STAGEAdapter(), techniques, frames=frames)
     store = open_priors(args)
     result = train(model, train_set, collate_stage, train_config(args, config), eval_set=val_set,
@@ -477,10 +471,8 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
                         object_word_ids(data) if plus else None, config.get("score_thd", 0.2))
     report = {"benchmark": "TVQA+ val" if plus else "TVQA val", "backbone": "stage", "techniques": args.techniques,
               "frames": args.frames,
-              "trained": "the answer loss with SpARC's terms; STAGE's span and attention losses are not trained yet "
-                         "(att_weight, ts_weight kept in the config), so the span metrics (miou, R@, ASA) score "
-                         "untrained span layers",
-              "eval_history": result.eval_history, "global_step": result.global_step, **stages, "config": config}
+              "trained": [type(t).__name__ for t in techniques],   # loss_terms: what each added
+              **training_report(result), **stages, "config": config}
     if plus:
         from sparc.metrics import tvqaplus_metrics
 

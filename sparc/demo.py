@@ -295,11 +295,17 @@ def run_config(bench, label: str, seed: int, settings: DemoSettings, priors) -> 
     swapped = predict(wrapped, bench.dataset("test", qa_tokens=bench.swap_asked_subject("test")), collate)
     predictions = result.predictions.numpy()
     correct = predictions == bench.splits["test"].answer
-    return {"accuracy": result.metrics["accuracy"], "curve": [h["accuracy"] for h in result.eval_history],
-            "accuracy_by_group": {name: float(correct[rows].mean()) if rows.any() else float("nan")
-                                  for name, rows in question_groups(bench.splits["test"]).items()},
-            "answer_changes_with_subject": float((swapped != predictions).mean()),
-            "final_loss": result.losses[-1]}
+    run = {"accuracy": result.metrics["accuracy"], "curve": [h["accuracy"] for h in result.eval_history],
+           "accuracy_by_group": {name: float(correct[rows].mean()) if rows.any() else float("nan")
+                                 for name, rows in question_groups(bench.splits["test"]).items()},
+           "answer_changes_with_subject": float((swapped != predictions).mean()),
+           "final_loss": result.losses[-1]}
+    if "span_logits" in getattr(wrapped.adapter, "outputs", ()):
+        # Localisation, as TVQA+ scores it: the predicted answer's most likely span against the true span.
+        first, last = bench.splits["test"].span
+        start, end = predict_spans(wrapped, bench.dataset("test"), collate)
+        run["span_iou"] = float(frame_span_iou(start, end, first, last).mean())
+    return run
 
 
 @torch.no_grad()
@@ -311,6 +317,33 @@ def predict(model, dataset, collate, batch_size: int = 500) -> np.ndarray:
         out.append(model(batch).logits.argmax(-1))
     model.train()
     return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def predict_spans(model, dataset, collate, batch_size: int = 500):
+    """``(start, end)`` ``[N]`` frame positions (end inclusive): each question's predicted answer's most
+    likely span, ``argmax_{s <= e} p_start[s] · p_end[e]`` (``find_max_pair``, TVQA+'s inference)."""
+    from sparc.data.tvqa_inference import find_max_pair
+
+    model.eval()
+    spans = []
+    for begin in range(0, len(dataset), batch_size):
+        out = model(collate([dataset[i] for i in range(begin, min(begin + batch_size, len(dataset)))]))
+        answer = out.logits.argmax(-1)
+        rows = torch.arange(len(answer))
+        p_start, p_end = (torch.softmax(x[rows, answer].float(), dim=-1) for x in out.span_logits)
+        spans += [find_max_pair(a.tolist(), b.tolist())[0] for a, b in zip(p_start, p_end)]
+    model.train()
+    start, end = np.array(spans).T
+    return start, end
+
+
+def frame_span_iou(start, end, true_start, true_end) -> np.ndarray:
+    """IoU of frame spans ``[start, end]`` (inclusive, frames as unit intervals), elementwise."""
+    start, end, true_start, true_end = (np.asarray(x, dtype=np.int64) for x in (start, end, true_start, true_end))
+    overlap = np.clip(np.minimum(end, true_end) - np.maximum(start, true_start) + 1, 0, None)
+    union = np.maximum(end, true_end) - np.minimum(start, true_start) + 1
+    return overlap / union
 
 
 # ---- worker processes ---------------------------------------------------------------------------
@@ -386,6 +419,10 @@ def summarize(runs: Dict[str, List[Dict]]) -> Dict[str, Dict]:
                "by_group": {g: float(np.mean([r["accuracy_by_group"][g] for r in rs]) * 100)
                             for g in rs[0]["accuracy_by_group"]},
                "curve": (np.mean([r["curve"] for r in rs], axis=0) * 100).tolist()}
+        if "span_iou" in rs[0]:
+            iou = np.array([r["span_iou"] for r in rs]) * 100
+            row["span_iou"] = {"mean": float(iou.mean()), "std": float(iou.std(ddof=1)) if len(iou) > 1 else 0.0,
+                               "per_seed": iou.tolist()}
         if plain is not None and label != "plain":
             row.update(verdict_against_plain(acc - plain))
         table[label] = row
@@ -411,18 +448,24 @@ def verdict_against_plain(delta: np.ndarray) -> Dict:
 
 def format_table(table: Dict[str, Dict], subtitle: str = "test accuracy %, mean ± std over seeds") -> str:
     width = max([22] + [len(label) + 2 for label in table])
+    spans = any("span_iou" in row for row in table.values())
     lines = [f"SpARC ablation on the synthetic benchmark ({subtitle})",
-             f"{'config':<{width}}{'accuracy':>15}{'vs plain':>10}{'what':>6}{'1st/last':>9}{'last epoch':>12}{'swap':>6}"]
+             f"{'config':<{width}}{'accuracy':>15}{'vs plain':>10}{'what':>6}{'1st/last':>9}{'last epoch':>12}{'swap':>6}"
+             + (f"{'span IoU':>15}" if spans else "")]
     for label, row in table.items():
         delta = f"{row['delta']:+.1f}" if "delta" in row else ""
         curve = row.get("curve") or [row["mean"]]
         gain = f"{curve[-1] - curve[-2]:+.1f}" if len(curve) > 1 else ""
         groups = row.get("by_group", {})
+        iou = row.get("span_iou")
         lines.append(f"{label:<{width}}{row['mean']:>8.1f} ± {row['std']:<4.1f}{delta:>10}{groups.get('what', float('nan')):>6.1f}"
-                     f"{groups.get('first/last', float('nan')):>9.1f}{gain:>12}{row['subject_swap_changes']:>6.0f}")
+                     f"{groups.get('first/last', float('nan')):>9.1f}{gain:>12}{row['subject_swap_changes']:>6.0f}"
+                     + (f"{iou['mean']:>8.1f} ± {iou['std']:<4.1f}" if iou else ""))
     lines.append("(what, 1st/last: accuracy on \"what does s do?\" and on \"what does s do first / in the end?\"; "
                  "last epoch: accuracy gained in the last epoch, mean over seeds: a row still rising has not "
-                 "converged; swap: % of test answers that change when the asked subject is swapped)")
+                 "converged; swap: % of test answers that change when the asked subject is swapped"
+                 + ("; span IoU: mean IoU % of the predicted answer's most likely span with the true span, "
+                    "TVQA+'s mIoU in frames" if spans else "") + ")")
     rising = [label for label, row in table.items() if len(row.get("curve") or []) > 1
               and row["curve"][-1] - row["curve"][-2] > 1.0]
     if rising:

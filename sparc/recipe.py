@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 TECHNIQUES = ("plain", "sparc", "sparc+tgm")
+#: techniques a recipe adds to its row by name (``--techniques sparc,span,attention``): STAGE's span and
+#: attention supervision (TVQA+ 4.3), contrastive masking (paper 002 3.2), on adapters with their hooks.
+EXTRAS = ("span", "attention", "contrastive")
 
 
 def recipe_parser(doc: str, *, data_help: str, techniques: str = "sparc+tgm") -> argparse.ArgumentParser:
@@ -28,8 +31,9 @@ def recipe_parser(doc: str, *, data_help: str, techniques: str = "sparc+tgm") ->
     p.add_argument("--data", help=data_help)
     p.add_argument("--priors", help="the teacher's prior store for the train split (sparc extract-priors)")
     p.add_argument("--output", help="run folder: checkpoints, logs, results.json")
-    p.add_argument("--techniques", default=techniques, choices=TECHNIQUES,
-                   help=f"plain, sparc (+T+S) or sparc+tgm (+T+S+TGM); default {techniques}, the paper's")
+    p.add_argument("--techniques", default=techniques, type=_techniques_flag,
+                   help=f"plain, sparc (+T+S) or sparc+tgm (+T+S+TGM), optionally followed by any of "
+                        f"{', '.join(EXTRAS)} (comma-separated: sparc,span,attention); default {techniques}")
     p.add_argument("--config", default=None, help="hyperparameters (default: the JSON beside the recipe)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -94,6 +98,23 @@ def smoke_data(args, parser: argparse.ArgumentParser, write: Callable[[Path], ob
     return data
 
 
+def build_once(path: Path, build: Callable[[Path], object], what: str, wait_s: float = 7200.0) -> Path:
+    """``path`` built by the first process (``build(path)`` writes it atomically) while the others wait
+    for it (before any process group exists, as :func:`smoke_data`'s files): files every process reads
+    and none may write at the same time as another."""
+    path = Path(path)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if not path.exists():
+            build(path)
+        return path
+    deadline = time.time() + wait_s
+    while not path.exists():
+        if time.time() > deadline:
+            raise RuntimeError(f"{path}: the first process did not finish {what}")
+        time.sleep(0.5)
+    return path
+
+
 def require(args, parser: argparse.ArgumentParser, names) -> None:
     """An argparse error for the first of ``names`` left unset (and not filled in by ``--smoke``)."""
     missing = [n for n in names if getattr(args, n) is None]
@@ -101,24 +122,66 @@ def require(args, parser: argparse.ArgumentParser, names) -> None:
         parser.error(f"--{missing[0].replace('_', '-')} is required (or --smoke)")
 
 
-def sparc_techniques(name: str, config: dict) -> list:
-    """The techniques of a row of SpARC's comparison: ``plain`` none, ``sparc`` TemporalGuidance +
-    SpatialDistillation (+T+S), ``sparc+tgm`` with TemporalGuidedMixup (the paper's full method),
-    with ``config``'s threshold, weights and mixup parameters."""
+def technique_spec(value: str) -> str:
+    """``--techniques``' value checked and written in one order: a row of SpARC's comparison
+    (:data:`TECHNIQUES`, ``plain`` when left out) then the :data:`EXTRAS` it names, comma-separated."""
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    presets = [n for n in names if n in TECHNIQUES]
+    unknown = [n for n in names if n not in TECHNIQUES and n not in EXTRAS]
+    if unknown or not names:
+        raise ValueError(f"techniques: {', '.join(unknown) or repr(value)} is not one of {TECHNIQUES} or {EXTRAS}")
+    if len(presets) > 1 or len(set(names)) < len(names):
+        raise ValueError(f"techniques {value!r}: at most one of {TECHNIQUES}, each name once")
+    extras = [n for n in EXTRAS if n in names]
+    return ",".join((presets or ["plain"])[:1] + extras)
+
+
+def _techniques_flag(value: str) -> str:
+    try:
+        return technique_spec(value)
+    except ValueError as e:            # argparse prints an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def sparc_preset(spec: str) -> str:
+    """The SpARC row of a ``--techniques`` value: ``plain``, ``sparc`` or ``sparc+tgm``."""
+    return technique_spec(spec).split(",")[0]
+
+
+def uses_priors(spec: str) -> bool:
+    """Whether a ``--techniques`` value reads the teacher's priors (every SpARC row but ``plain``)."""
+    return sparc_preset(spec) != "plain"
+
+
+def sparc_techniques(spec: str, config: dict, text_width: Optional[int] = None) -> list:
+    """The techniques of ``spec`` (``--techniques``): the SpARC row (``plain`` none, ``sparc``
+    TemporalGuidance + SpatialDistillation (+T+S), ``sparc+tgm`` with TemporalGuidedMixup, the paper's
+    full method) with ``config``'s threshold, weights and mixup parameters, then the extras:
+    ``span`` SpanSupervision(``ts_weight``), ``attention`` AttentionSupervision(``att_weight``, and
+    ``attention``'s {alpha, num_negatives, hard_negatives}), ``contrastive`` ContrastiveMasking(the
+    configuration's ``contrastive`` {weight, prob}) with a mask vector ``text_width`` wide for an adapter
+    whose text is features (dropped for token ids)."""
     import sparc
 
-    if name not in TECHNIQUES:
-        raise ValueError(f"techniques must be one of {TECHNIQUES}, got {name!r}")
-    if name == "plain":
-        return []
-    made = [sparc.TemporalGuidance(threshold=config["threshold"], consistency_weight=config["consistency_weight"]),
-            sparc.SpatialDistillation(weight=config["spatial_weight"])]
-    if name == "sparc+tgm":
+    names = technique_spec(spec).split(",")
+    made = []
+    if names[0] != "plain":
+        made += [sparc.TemporalGuidance(threshold=config["threshold"], consistency_weight=config["consistency_weight"]),
+                 sparc.SpatialDistillation(weight=config["spatial_weight"])]
+    if names[0] == "sparc+tgm":
         mixup = config.get("mixup")
         if not mixup:
             raise ValueError("sparc+tgm needs the configuration's mixup {alpha, beta}; this benchmark's paper "
                              "trains without augmentation (use --techniques sparc)")
         made.append(sparc.TemporalGuidedMixup(alpha=mixup["alpha"], beta=mixup.get("beta", mixup["alpha"])))
+    # Defaults: STAGE's weights (TVQA+ 4.3) and paper 002's (4.1), as the technique registry's.
+    if "span" in names:
+        made.append(sparc.SpanSupervision(weight=config.get("ts_weight", 0.5)))
+    if "attention" in names:
+        made.append(sparc.AttentionSupervision(weight=config.get("att_weight", 0.1), **config.get("attention", {})))
+    if "contrastive" in names:
+        made.append(sparc.ContrastiveMasking(**{"weight": 0.1, "prob": 0.2, **config.get("contrastive", {})},
+                                             feature_dim=text_width or 768))
     return made
 
 
@@ -134,6 +197,16 @@ def train_config(args, config: dict):
                        max_steps=args.max_steps, progress=not args.smoke, log_with=None if args.smoke else "auto",
                        early_stopping_patience=config.get("early_stopping_patience"),
                        keep_best=config.get("keep_best", False))
+
+
+def training_report(result) -> dict:
+    """What a results.json says of the training: the evaluations per epoch, the optimizer steps, and each
+    loss term's mean over this run's steps (weighted, as the step adds them; empty for a finished run
+    started again)."""
+    names = dict.fromkeys(name for step in result.terms for name in step)
+    terms = {name: sum(step[name] for step in result.terms if name in step) /
+             sum(1 for step in result.terms if name in step) for name in names}
+    return {"eval_history": result.eval_history, "global_step": result.global_step, "loss_terms": terms}
 
 
 def train_and_predict(model, train_set, collate, config, *, eval_set, priors, predict_sets: Dict[str, object],
@@ -251,5 +324,5 @@ def write_results(output, report: dict, files: Optional[Dict[str, object]] = Non
     return written
 
 
-__all__ = ["TECHNIQUES", "recipe_parser", "add_pretrain_arguments", "pretrain_settings", "load_config", "smoke_data", "require", "sparc_techniques", "train_config",
+__all__ = ["TECHNIQUES", "build_once", "EXTRAS", "technique_spec", "sparc_preset", "uses_priors", "recipe_parser", "add_pretrain_arguments", "pretrain_settings", "load_config", "smoke_data", "require", "sparc_techniques", "train_config", "training_report",
            "train_and_predict", "check_store", "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]

@@ -68,6 +68,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def run_checked(command, **kwargs):
+    """``subprocess.run(command, capture_output=True, text=True, **kwargs)`` that fails with the command's
+    stderr tail: a subprocess test that fails on another machine says why."""
+    import subprocess
+
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    assert done.returncode == 0, f"{' '.join(map(str, command))} exited {done.returncode}:\n{done.stderr[-4000:]}"
+    return done
+
+
 def run_eval(model, *args, **kwargs):
     """``model(*args, **kwargs)`` in eval mode without gradients."""
     model.eval()

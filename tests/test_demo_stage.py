@@ -123,7 +123,8 @@ def test_sparc_demo_stage_quick_with_techniques_and_frames(tmp_path):
     assert list(results["accuracy"]) == ["plain", "+sparc", "+sparc+span", "+sparc+span+attention",
                                          "+sparc+span+attention+contrastive", "+sparc [gt]", "+sparc [teacher|gt]"]
     assert all(0.0 <= row["mean"] <= 100.0 for row in results["accuracy"].values())
-    assert set(results["runs"]["+sparc+span+attention+contrastive"][0]) >= {"accuracy", "curve", "final_loss"}
+    assert set(results["runs"]["+sparc+span+attention+contrastive"][0]) >= {"accuracy", "curve", "final_loss", "span_iou"}
+    assert all(0.0 <= row["span_iou"]["mean"] <= 100.0 for row in results["accuracy"].values())
     selection = results["frame_selection"]
     assert list(selection) == ["teacher", "gt", "teacher|gt"]
     assert selection["gt"]["all"]["recall"] == 1.0 and selection["teacher|gt"]["all"]["recall"] == 1.0
@@ -132,3 +133,12 @@ def test_sparc_demo_stage_quick_with_techniques_and_frames(tmp_path):
     assert set(compared) == {"+sparc [gt]", "+sparc [teacher|gt]"} and compared["+sparc [gt]"]["reference"] == "+sparc"
     assert compared["+sparc [gt]"]["delta"] == pytest.approx(results["accuracy"]["+sparc [gt]"]["mean"]
                                                              - results["accuracy"]["+sparc"]["mean"])
+
+
+def test_span_iou_counts_frames_as_unit_intervals():
+    from sparc.demo import frame_span_iou
+
+    # [2, 4] vs [3, 6]: frames 3, 4 shared of 2..6 -> 2 / 5; the same span -> 1; disjoint -> 0;
+    # one frame inside a 4-frame span -> 1 / 4
+    iou = frame_span_iou([2, 1, 0, 5], [4, 3, 1, 5], [3, 1, 3, 4], [6, 3, 5, 7])
+    assert iou.tolist() == [2 / 5, 1.0, 0.0, 1 / 4]

@@ -157,5 +157,5 @@ def test_tvqaplus_recipe_trains_on_the_teachers_frames_inside_the_span(tmp_path)
     subprocess.run([sys.executable, str(RECIPES / "tvqaplus.py"), "--smoke", "--frames", "teacher&gt",
                     "--output", str(tmp_path)], check=True, timeout=300, capture_output=True, env=dict(os.environ))
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["frames"] == "teacher&gt" and results["techniques"] == "sparc"
+    assert results["frames"] == "teacher&gt" and results["techniques"] == "sparc,span,attention"
     assert 0.0 <= results["metrics"]["qa_acc"] <= 1.0

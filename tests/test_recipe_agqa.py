@@ -5,7 +5,6 @@ reading of the balanced files."""
 
 import json
 import os
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,13 +16,13 @@ import pytest
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 sys.path.insert(0, str(RECIPES))
 import agqa  # noqa: E402  (recipes/agqa.py: its smoke-data writer)
+from helpers import run_checked  # noqa: E402  (tests/helpers.py)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}   # one thread per process: 2 shared cores
 
 
 def run(*args, launcher=(sys.executable,), env=None):
-    subprocess.run([*launcher, str(RECIPES / "agqa.py"), "--smoke", *args], check=True, timeout=300,
-                   env={**ENV, **(env or {})}, capture_output=True)
+    run_checked([*launcher, str(RECIPES / "agqa.py"), "--smoke", *args], timeout=300, env={**ENV, **(env or {})})
 
 
 @pytest.fixture(scope="module")

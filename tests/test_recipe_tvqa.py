@@ -27,8 +27,9 @@ METRICS = {"qa_acc", "overall_map", "miou", "ans_span_joint_acc@.5"} | {f"R@{t /
 
 def run(recipe, *args, launch=None):
     command = [sys.executable] + (launch or []) + [str(RECIPES / recipe), *args]
-    subprocess.run(command, check=True, timeout=300, capture_output=True,
-                   env={**os.environ, **({"ACCELERATE_USE_CPU": "1"} if launch else {})})
+    from helpers import run_checked  # tests/helpers.py
+
+    run_checked(command, timeout=300, env={**os.environ, **({"ACCELERATE_USE_CPU": "1"} if launch else {})})
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +45,20 @@ def config():
 # --------------------------------------------------------------------------- the recipes
 
 
-def test_tvqaplus_smoke_reports_the_official_metrics_and_resumes(tmp_path):
-    run("tvqaplus.py", "--smoke", "--output", str(tmp_path / "whole"))
+ALL = ("--techniques", "contrastive,attention,span,sparc")     # written back in one order
+
+
+def test_tvqaplus_smoke_trains_every_technique_reports_the_official_metrics_and_resumes(tmp_path):
+    run("tvqaplus.py", "--smoke", "--output", str(tmp_path / "whole"), *ALL)
     results = json.loads((tmp_path / "whole" / "results.json").read_text())
-    assert set(results["metrics"]) == METRICS and results["techniques"] == "sparc"
+    assert set(results["metrics"]) == METRICS and results["techniques"] == "sparc,span,attention,contrastive"
+    assert results["config"]["model"]["add_local"] is True
+    # one wrap trains all five losses; the smoke priors keep a real subset of frames (consistency > 0)
+    terms = results["loss_terms"]
+    assert set(terms) == {"guided", "consistency", "spatial", "span", "attention", "contrastive"}
+    assert all(np.isfinite(v) and v > 0 for v in terms.values()), terms
+    assert results["trained"] == ["TemporalGuidance", "SpatialDistillation", "SpanSupervision",
+                                      "AttentionSupervision", "ContrastiveMasking"]
     assert results["global_step"] == 2                          # 2 epochs x 8 train questions / batch 8
     assert results["config"]["lr"] == 1e-3 and results["config"]["ts_weight"] == 0.5
     predictions = json.loads((tmp_path / "whole" / "valid_inference_predictions.json").read_text())
@@ -57,8 +68,9 @@ def test_tvqaplus_smoke_reports_the_official_metrics_and_resumes(tmp_path):
     for entry in predictions["raw_bbox"]:   # only the ground-truth answer's hypothesis, as the metric reads
         filled = [h for h, records in entry.items() if records]
         assert len(filled) == 1 and filled[0] == answer[str(entry[filled[0]][0]["qid"])]
-    run("tvqaplus.py", "--smoke", "--output", str(tmp_path / "stopped"), "--max-steps", "1")
-    run("tvqaplus.py", "--smoke", "--output", str(tmp_path / "stopped"))
+    # killed after one step and started again: the techniques' generators and the mask vector resume too
+    run("tvqaplus.py", "--smoke", "--output", str(tmp_path / "stopped"), "--max-steps", "1", *ALL)
+    run("tvqaplus.py", "--smoke", "--output", str(tmp_path / "stopped"), *ALL)
     resumed = json.loads((tmp_path / "stopped" / "valid_inference_predictions.json").read_text())
     assert resumed == predictions
 
@@ -69,10 +81,12 @@ def test_tvqaplus_under_accelerate_on_two_cpu_processes(tmp_path):
     run("tvqaplus.py", "--smoke", "--output", str(tmp_path),
         launch=["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())])
-    assert json.loads((tmp_path / "results.json").read_text())["processes"] == 2   # (--cpu would start one)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["processes"] == 2                           # (--cpu would start one)
+    assert results["techniques"] == "sparc,span,attention"     # the default: STAGE's full loss with +T+S
     predictions = json.loads((tmp_path / "valid_inference_predictions.json").read_text())
     assert len(predictions["ts_answer"]) == 8                 # each process's share gathered, none twice
-    assert set(json.loads((tmp_path / "results.json").read_text())["metrics"]) == METRICS
+    assert set(results["metrics"]) == METRICS
 
 
 def test_tvqa_smoke(tmp_path):
@@ -81,6 +95,12 @@ def test_tvqa_smoke(tmp_path):
     assert list(results["metrics"]) == ["qa_acc"] and results["config"]["model"]["add_local"] is False
     preds = json.loads((tmp_path / "qid2preds_valid.json").read_text())
     assert len(preds) == 16 and set(preds.values()) <= set(range(5))
+
+
+def test_tvqa_has_no_boxes_for_attention_supervision():
+    done = subprocess.run([sys.executable, str(RECIPES / "tvqa.py"), "--smoke", "--techniques", "sparc,attention"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "attention supervision needs box annotations" in done.stderr
 
 
 # --------------------------------------------------------------------------- the reader

@@ -10,6 +10,7 @@ import torch
 
 import sparc
 from sparc.adapters import FunctionAdapter
+from sparc import contract
 from sparc.contract import check_technique
 from sparc.outputs import ModelOutput
 from sparc.techniques.attention_supervision import attention_pairs
@@ -177,6 +178,16 @@ def test_the_stage_cases_are_the_ones_with_span_outputs():
 @pytest.mark.parametrize("techniques", list(COMBINATIONS), ids=list(COMBINATIONS))
 def test_supervision_meets_the_technique_contract(techniques, case):
     check_technique(COMBINATIONS[techniques], case, name=techniques)
+
+
+@pytest.mark.parametrize("case", SUPERVISED, ids=[c.name for c in SUPERVISED])
+def test_the_tvqaplus_recipes_five_techniques_meet_the_contract_in_one_wrap(case):
+    width = case.make_batch(2, 3, 0)["qas_bert"].shape[-1]          # the mask vector's width
+    five = lambda: [sparc.TemporalGuidance(), sparc.SpatialDistillation(), sparc.SpanSupervision(),
+                    sparc.AttentionSupervision(), sparc.ContrastiveMasking(feature_dim=width)]
+    check_technique(five, case, name="sparc+span+attention+contrastive")
+    assert set(contract.check_technique_terms(five, case)) == {"guided", "consistency", "spatial", "span", "attention",
+                                                               "contrastive"}
 
 
 @pytest.mark.parametrize("case", OTHERS, ids=[c.name for c in OTHERS])
