@@ -301,10 +301,16 @@ def run_config(bench, label: str, seed: int, settings: DemoSettings, priors) -> 
            "answer_changes_with_subject": float((swapped != predictions).mean()),
            "final_loss": result.losses[-1]}
     if "span_logits" in getattr(wrapped.adapter, "outputs", ()):
-        # Localisation, as TVQA+ scores it: the predicted answer's most likely span against the true span.
+        # Localisation, as TVQA+ scores it: the predicted answer's most likely span against the true span;
+        # and on the correct answer's hypothesis (what the span loss trains), how often its start and end
+        # land on the true ones, and how long its spans are.
         first, last = bench.splits["test"].span
-        start, end = predict_spans(wrapped, bench.dataset("test"), collate)
-        run["span_iou"] = float(frame_span_iou(start, end, first, last).mean())
+        spans = predict_spans(wrapped, bench.dataset("test"), collate)
+        (start, end), (gt_start, gt_end) = spans["predicted"], spans["correct"]
+        run.update(span_iou=float(frame_span_iou(start, end, first, last).mean()),
+                   span_iou_correct_answer=float(frame_span_iou(gt_start, gt_end, first, last).mean()),
+                   span_start_hit=float((gt_start == first).mean()), span_end_hit=float((gt_end == last).mean()),
+                   span_length=float((gt_end - gt_start + 1).mean()))
     return run
 
 
@@ -320,22 +326,23 @@ def predict(model, dataset, collate, batch_size: int = 500) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_spans(model, dataset, collate, batch_size: int = 500):
-    """``(start, end)`` ``[N]`` frame positions (end inclusive): each question's predicted answer's most
-    likely span, ``argmax_{s <= e} p_start[s] · p_end[e]`` (``find_max_pair``, TVQA+'s inference)."""
+def predict_spans(model, dataset, collate, batch_size: int = 500) -> Dict[str, tuple]:
+    """``{"predicted": (start, end), "correct": (start, end)}``, ``[N]`` frame positions (end inclusive):
+    the most likely span, ``argmax_{s <= e} p_start[s] · p_end[e]`` (``find_max_pair``, TVQA+'s
+    inference), of each question's predicted answer and of its correct answer."""
     from sparc.data.tvqa_inference import find_max_pair
 
     model.eval()
-    spans = []
+    spans = {"predicted": [], "correct": []}
     for begin in range(0, len(dataset), batch_size):
-        out = model(collate([dataset[i] for i in range(begin, min(begin + batch_size, len(dataset)))]))
-        answer = out.logits.argmax(-1)
-        rows = torch.arange(len(answer))
-        p_start, p_end = (torch.softmax(x[rows, answer].float(), dim=-1) for x in out.span_logits)
-        spans += [find_max_pair(a.tolist(), b.tolist())[0] for a, b in zip(p_start, p_end)]
+        batch = collate([dataset[i] for i in range(begin, min(begin + batch_size, len(dataset)))])
+        out = model(batch)
+        rows = torch.arange(out.logits.shape[0])
+        for name, answer in (("predicted", out.logits.argmax(-1)), ("correct", torch.as_tensor(batch["answer"]))):
+            p_start, p_end = (torch.softmax(x[rows, answer].float(), dim=-1) for x in out.span_logits)
+            spans[name] += [find_max_pair(a.tolist(), b.tolist())[0] for a, b in zip(p_start, p_end)]
     model.train()
-    start, end = np.array(spans).T
-    return start, end
+    return {name: tuple(np.array(pairs).T) for name, pairs in spans.items()}
 
 
 def frame_span_iou(start, end, true_start, true_end) -> np.ndarray:
@@ -419,10 +426,11 @@ def summarize(runs: Dict[str, List[Dict]]) -> Dict[str, Dict]:
                "by_group": {g: float(np.mean([r["accuracy_by_group"][g] for r in rs]) * 100)
                             for g in rs[0]["accuracy_by_group"]},
                "curve": (np.mean([r["curve"] for r in rs], axis=0) * 100).tolist()}
-        if "span_iou" in rs[0]:
-            iou = np.array([r["span_iou"] for r in rs]) * 100
-            row["span_iou"] = {"mean": float(iou.mean()), "std": float(iou.std(ddof=1)) if len(iou) > 1 else 0.0,
-                               "per_seed": iou.tolist()}
+        for name in ("span_iou", "span_iou_correct_answer", "span_start_hit", "span_end_hit", "span_length"):
+            if name in rs[0]:
+                values = np.array([r[name] for r in rs]) * (1 if name == "span_length" else 100)
+                row[name] = {"mean": float(values.mean()), "per_seed": values.tolist(),
+                             "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
         if plain is not None and label != "plain":
             row.update(verdict_against_plain(acc - plain))
         table[label] = row
@@ -466,6 +474,12 @@ def format_table(table: Dict[str, Dict], subtitle: str = "test accuracy %, mean 
                  "converged; swap: % of test answers that change when the asked subject is swapped"
                  + ("; span IoU: mean IoU % of the predicted answer's most likely span with the true span, "
                     "TVQA+'s mIoU in frames" if spans else "") + ")")
+    if any("span_iou_correct_answer" in row for row in table.values()):
+        lines.append("the correct answer's most likely span (what the span loss trains): IoU %, start and end on "
+                     "the true span's first and last frame %, mean length in frames")
+        lines += [f"  {label:<{width}}IoU {row['span_iou_correct_answer']['mean']:.1f}, start {row['span_start_hit']['mean']:.1f}, "
+                  f"end {row['span_end_hit']['mean']:.1f}, length {row['span_length']['mean']:.1f}"
+                  for label, row in table.items() if "span_iou_correct_answer" in row]
     rising = [label for label, row in table.items() if len(row.get("curve") or []) > 1
               and row["curve"][-1] - row["curve"][-2] > 1.0]
     if rising:

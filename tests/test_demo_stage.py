@@ -124,7 +124,10 @@ def test_sparc_demo_stage_quick_with_techniques_and_frames(tmp_path):
                                          "+sparc+span+attention+contrastive", "+sparc [gt]", "+sparc [teacher|gt]"]
     assert all(0.0 <= row["mean"] <= 100.0 for row in results["accuracy"].values())
     assert set(results["runs"]["+sparc+span+attention+contrastive"][0]) >= {"accuracy", "curve", "final_loss", "span_iou"}
-    assert all(0.0 <= row["span_iou"]["mean"] <= 100.0 for row in results["accuracy"].values())
+    for row in results["accuracy"].values():
+        assert all(0.0 <= row[k]["mean"] <= 100.0 for k in ("span_iou", "span_iou_correct_answer", "span_start_hit",
+                                                              "span_end_hit"))
+        assert 1.0 <= row["span_length"]["mean"] <= 8.0
     selection = results["frame_selection"]
     assert list(selection) == ["teacher", "gt", "teacher|gt"]
     assert selection["gt"]["all"]["recall"] == 1.0 and selection["teacher|gt"]["all"]["recall"] == 1.0
