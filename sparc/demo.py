@@ -311,6 +311,9 @@ def run_config(bench, label: str, seed: int, settings: DemoSettings, priors) -> 
                    span_iou_correct_answer=float(frame_span_iou(gt_start, gt_end, first, last).mean()),
                    span_start_hit=float((gt_start == first).mean()), span_end_hit=float((gt_end == last).mean()),
                    span_length=float((gt_end - gt_start + 1).mean()))
+    if "attention" in getattr(wrapped.adapter, "outputs", ()):
+        # Grounding: where the correct hypothesis' words have a labelled region, is the best-scored one it?
+        run["attention_hit"] = attention_hit_rate(wrapped, bench.dataset("test"), collate)
     return run
 
 
@@ -343,6 +346,34 @@ def predict_spans(model, dataset, collate, batch_size: int = 500) -> Dict[str, t
             spans[name] += [find_max_pair(a.tolist(), b.tolist())[0] for a, b in zip(p_start, p_end)]
     model.train()
     return {name: tuple(np.array(pairs).T) for name, pairs in spans.items()}
+
+
+@torch.no_grad()
+def attention_hit_rate(model, dataset, collate, batch_size: int = 500) -> float:
+    """Over the (question, frame, word) cells of the correct answer's hypothesis that have a labelled
+    region (``att_labels``), the share whose highest attention score among the real regions
+    (``vid_mask``) falls on a labelled one."""
+    model.eval()
+    hits = cells = 0
+    for begin in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(begin, min(begin + batch_size, len(dataset)))])
+        out = model(batch)
+        answer = torch.as_tensor(batch["answer"])
+        scores = out.attention[torch.arange(len(answer)), answer].float()            # [B, T, L, R]
+        h, n = top_region_hits(scores, batch["att_labels"] > 0, batch["vid_mask"] > 0)
+        hits, cells = hits + h, cells + n
+    model.train()
+    return hits / max(cells, 1)
+
+
+def top_region_hits(scores: torch.Tensor, positive: torch.Tensor, regions: torch.Tensor) -> Tuple[int, int]:
+    """``(hits, cells)``: of the ``[B, T, L]`` cells with a positive region, how many have their best
+    real region (``regions [B, T, R]``) among the positives (``positive [B, T, L, R]``)."""
+    masked = scores.masked_fill(~regions[:, :, None, :], float("-inf"))
+    best = masked.argmax(dim=-1, keepdim=True)                                        # [B, T, L, 1]
+    labelled = positive.any(dim=-1)
+    hit = positive.gather(-1, best).squeeze(-1) & labelled
+    return int(hit.sum()), int(labelled.sum())
 
 
 def frame_span_iou(start, end, true_start, true_end) -> np.ndarray:
@@ -426,7 +457,8 @@ def summarize(runs: Dict[str, List[Dict]]) -> Dict[str, Dict]:
                "by_group": {g: float(np.mean([r["accuracy_by_group"][g] for r in rs]) * 100)
                             for g in rs[0]["accuracy_by_group"]},
                "curve": (np.mean([r["curve"] for r in rs], axis=0) * 100).tolist()}
-        for name in ("span_iou", "span_iou_correct_answer", "span_start_hit", "span_end_hit", "span_length"):
+        for name in ("span_iou", "span_iou_correct_answer", "span_start_hit", "span_end_hit", "span_length",
+                     "attention_hit"):
             if name in rs[0]:
                 values = np.array([r[name] for r in rs]) * (1 if name == "span_length" else 100)
                 row[name] = {"mean": float(values.mean()), "per_seed": values.tolist(),
@@ -480,6 +512,11 @@ def format_table(table: Dict[str, Dict], subtitle: str = "test accuracy %, mean 
         lines += [f"  {label:<{width}}IoU {row['span_iou_correct_answer']['mean']:.1f}, start {row['span_start_hit']['mean']:.1f}, "
                   f"end {row['span_end_hit']['mean']:.1f}, length {row['span_length']['mean']:.1f}"
                   for label, row in table.items() if "span_iou_correct_answer" in row]
+    if any("attention_hit" in row for row in table.values()):
+        lines.append("attention: % of the correct hypothesis' labelled (frame, word) cells whose best-scored region "
+                     "is a labelled one")
+        lines += [f"  {label:<{width}}{row['attention_hit']['mean']:.1f} ± {row['attention_hit']['std']:.1f}"
+                  for label, row in table.items() if "attention_hit" in row]
     rising = [label for label, row in table.items() if len(row.get("curve") or []) > 1
               and row["curve"][-1] - row["curve"][-2] > 1.0]
     if rising:

@@ -127,7 +127,7 @@ def test_sparc_demo_stage_quick_with_techniques_and_frames(tmp_path):
     for row in results["accuracy"].values():
         assert all(0.0 <= row[k]["mean"] <= 100.0 for k in ("span_iou", "span_iou_correct_answer", "span_start_hit",
                                                               "span_end_hit"))
-        assert 1.0 <= row["span_length"]["mean"] <= 8.0
+        assert 1.0 <= row["span_length"]["mean"] <= 8.0 and 0.0 <= row["attention_hit"]["mean"] <= 100.0
     selection = results["frame_selection"]
     assert list(selection) == ["teacher", "gt", "teacher|gt"]
     assert selection["gt"]["all"]["recall"] == 1.0 and selection["teacher|gt"]["all"]["recall"] == 1.0
@@ -145,3 +145,15 @@ def test_span_iou_counts_frames_as_unit_intervals():
     # one frame inside a 4-frame span -> 1 / 4
     iou = frame_span_iou([2, 1, 0, 5], [4, 3, 1, 5], [3, 1, 3, 4], [6, 3, 5, 7])
     assert iou.tolist() == [2 / 5, 1.0, 0.0, 1 / 4]
+
+
+def test_top_region_hits_by_hand():
+    from sparc.demo import top_region_hits
+
+    # one question, one frame, three words, three regions (the last one padding)
+    scores = torch.tensor([[[[0.1, 0.7, 9.0],        # best real region 1: a positive -> hit
+                             [0.8, 0.2, 9.0],        # best real region 0: not the positive (1) -> miss
+                             [0.3, 0.4, 0.0]]]])     # no positive: not a cell
+    positive = torch.tensor([[[[False, True, False], [False, True, False], [False, False, False]]]])
+    regions = torch.tensor([[[True, True, False]]])
+    assert top_region_hits(scores, positive, regions) == (1, 2)
