@@ -33,8 +33,9 @@ import numpy as np
 import torch
 
 from sparc.recipe import (add_pretrain_arguments, check_store, is_main_process, load_config, open_priors,
-                          pretrain_settings, recipe_parser, require, smoke_data, sparc_techniques, train_and_predict,
-                          train_config, training_report, uses_priors, write_results)
+                          pretrain_settings, question_prediction_stage, recipe_parser, require, smoke_data,
+                          sparc_techniques, train_and_predict, train_config,
+                          training_report, uses_priors, write_results)
 
 HERE = Path(__file__).resolve().parent
 QA = "AnotherMissOh_QA"
@@ -98,32 +99,6 @@ def write_smoke_data(root: Path, seed: int = 0, dim: int = 16, frames: int = 16)
     return root
 
 
-def pretraining(args, config, train_set, val_set, build, backbone) -> dict:
-    """Paper 002's question-prediction stage (``sparc.data.question_prediction``: C = 5 candidates, the
-    clip's own question among other scenes' questions, the answer the vocabulary word ``<mask>``) trained
-    with the plain answer loss into ``OUTPUT/pretrain/`` (scored on the val split's question prediction),
-    then its weights loaded into the main stage's fresh ``backbone``; a finished stage is reused, a resumed
-    main stage continues from its own checkpoint. Returns the report's ``pretraining`` and
-    ``main_stage_start``."""
-    from sparc.adapters import HGAAdapter
-    from sparc.data.dramaqa_features import collate_dramaqa
-    from sparc.data.question_prediction import QuestionPrediction
-    from sparc.pretraining import pretrain, start_main_stage
-
-    epochs, lr = pretrain_settings(args, config)
-    described = {}
-
-    def make_sets():
-        train_qp = QuestionPrediction(train_set, seed=args.seed)
-        described.update(transform=train_qp.summary())
-        return train_qp, QuestionPrediction(val_set, seed=args.seed)
-
-    stage = pretrain(args.output, build, HGAAdapter(), make_sets, collate_dramaqa, train_config(args, config),
-                     epochs=epochs, lr=lr,
-                     describe=described)
-    return {"pretraining": stage.summary, "main_stage_start": start_main_stage(args.output, backbone, stage)}
-
-
 def submission(table, predicted) -> list:
     """The challenge's answers.json layout (code/infer.py): ``[{"correct_idx": k, "qid": qid}]``, the qid
     as the release writes it (a number)."""
@@ -183,7 +158,8 @@ def main(argv=None) -> dict:
     # each build its own copy of the GloVe rows: the embedding would train the shared array in place
     build = lambda: build_hga(config["model"], args.seed, len(vocabulary), dim_vid, None if glove is None else glove.copy())
     backbone = build()
-    stages = pretraining(args, config, train_set, val_set, build, backbone)
+    # the answer masked as the vocabulary word <mask> (the reader's), the model built as the main stage's
+    stages = question_prediction_stage(args, config, train_set, val_set, build, backbone, HGAAdapter(), collate_dramaqa)
     adapter = HGAAdapter(mask_token_id=vocabulary.index[MASK] if masks_words else None)
     model = sparc.wrap(backbone, adapter, sparc_techniques(args.techniques, config))
     tc = train_config(args, config)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparc.recipe import (add_pretrain_arguments, build_once, load_config, open_priors, pretrain_settings,
+from sparc.recipe import (add_pretrain_arguments, build_once, load_config, open_priors, question_prediction_stage,
                           recipe_parser, require, smoke_data, sparc_techniques, train_config, training_report,
                           write_results)
 
@@ -197,33 +197,6 @@ def predict_rows(model, dataset, batch_size: int, num_workers: int, object_words
     if state.num_processes > 1:
         rows = gather_object(rows)
     return sorted({r["index"]: r for r in rows}.values(), key=lambda r: r["index"])
-
-
-# --------------------------------------------------------------------------- the pretraining stage
-
-
-def pretraining(args, config, train_set, val_set, backbone) -> dict:
-    """Paper 002's question-prediction stage (``sparc.data.question_prediction``: C = 5 candidates, the
-    clip's own question among other clips' questions, the answer a zero mask vector) trained with the
-    plain answer loss into ``OUTPUT/pretrain/`` (scored on the val split's question prediction), then its
-    weights loaded into the main stage's fresh ``backbone``; a finished stage is reused, a resumed main
-    stage continues from its own checkpoint. Returns the report's ``pretraining`` and ``main_stage_start``."""
-    from sparc.adapters import STAGEAdapter
-    from sparc.data.question_prediction import QuestionPrediction
-    from sparc.data.tvqa_stage import collate_stage
-    from sparc.pretraining import pretrain, start_main_stage
-
-    epochs, lr = pretrain_settings(args, config)
-    described = {}
-
-    def make_sets():
-        train_qp = QuestionPrediction(train_set, seed=args.seed)
-        described.update(transform=train_qp.summary())
-        return train_qp, QuestionPrediction(val_set, seed=args.seed)
-
-    stage = pretrain(args.output, lambda: build_stage(config["model"], args.seed), STAGEAdapter(), make_sets,
-                     collate_stage, train_config(args, config), epochs=epochs, lr=lr, describe=described)
-    return {"pretraining": stage.summary, "main_stage_start": start_main_stage(args.output, backbone, stage)}
 
 
 # --------------------------------------------------------------------------- ground-truth causal frames
@@ -459,7 +432,8 @@ def main(argv=None, benchmark: str = "tvqaplus", doc: str = __doc__) -> dict:
     split = (lambda name: plus_split(data, name, config, output)) if plus else (lambda name: full_split(data, name, config, args))
     train_set, val_set = split("train"), split("val")
     backbone = build_stage(config["model"], args.seed)
-    stages = pretraining(args, config, train_set, val_set, backbone)
+    stages = question_prediction_stage(args, config, train_set, val_set, lambda: build_stage(config["model"], args.seed),
+                                       backbone, STAGEAdapter(), collate_stage)
     techniques = sparc_techniques(args.techniques, config, text_width=config["model"]["embedding_size"])
     techniques, frames = frames_selection(args.frames, config, techniques)
     model = sparc.wrap(backbone, STAGEAdapter(), techniques, frames=frames)

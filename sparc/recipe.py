@@ -63,6 +63,31 @@ def pretrain_settings(args, config: dict) -> tuple:
     return int(epochs), float(settings.get("lr", config["lr"]))
 
 
+def question_prediction_stage(args, config: dict, train_set, val_set, build: Callable, backbone, adapter,
+                              collate) -> dict:
+    """Paper 002's question-prediction stage before the main one (TVQA, TVQA+, DramaQA):
+    ``QuestionPrediction`` over the train and val splits (C = 5 candidates, the clip's own question among
+    other clips' questions, the answer masked as the split's reader masks it), trained from ``build()``
+    with the plain answer loss into ``OUTPUT/pretrain/`` (:func:`pretrain_settings` epochs and lr, the
+    main stage's batch, decay and clipping), then its weights loaded into the main stage's fresh
+    ``backbone``. A finished stage is reused; a resumed main stage continues from its own checkpoint.
+    Returns the report's ``pretraining`` and ``main_stage_start``."""
+    from sparc.data.question_prediction import QuestionPrediction
+    from sparc.pretraining import pretrain, start_main_stage
+
+    epochs, lr = pretrain_settings(args, config)
+    described = {}
+
+    def make_sets():
+        train_qp = QuestionPrediction(train_set, seed=args.seed)
+        described.update(transform=train_qp.summary())
+        return train_qp, QuestionPrediction(val_set, seed=args.seed)
+
+    stage = pretrain(args.output, build, adapter, make_sets, collate, train_config(args, config), epochs=epochs,
+                     lr=lr, describe=described)
+    return {"pretraining": stage.summary, "main_stage_start": start_main_stage(args.output, backbone, stage)}
+
+
 def load_config(path, args) -> dict:
     """The recipe's JSON configuration with ``--epochs``, ``--batch-size`` and ``--lr`` applied."""
     config = json.loads(Path(path).read_text())
@@ -324,5 +349,5 @@ def write_results(output, report: dict, files: Optional[Dict[str, object]] = Non
     return written
 
 
-__all__ = ["TECHNIQUES", "build_once", "EXTRAS", "technique_spec", "sparc_preset", "uses_priors", "recipe_parser", "add_pretrain_arguments", "pretrain_settings", "load_config", "smoke_data", "require", "sparc_techniques", "train_config", "training_report",
+__all__ = ["TECHNIQUES", "build_once", "EXTRAS", "technique_spec", "sparc_preset", "uses_priors", "recipe_parser", "add_pretrain_arguments", "pretrain_settings", "question_prediction_stage", "load_config", "smoke_data", "require", "sparc_techniques", "train_config", "training_report",
            "train_and_predict", "check_store", "open_priors", "model_grounding", "is_main_process", "machine", "write_results"]

@@ -27,12 +27,10 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from sparc.losses import lse_attention_loss
-from sparc.techniques.base import Technique
-
-VIEWS = ("whole", "causal")
+from sparc.techniques.base import ViewSupervision
 
 
-class AttentionSupervision(Technique):
+class AttentionSupervision(ViewSupervision):
     """``w_att · L_att`` on a view's attention of the ground-truth hypothesis (``attention [B, C, T, L,
     R]``: per frame, hypothesis token and region). ``view`` as SpanSupervision's: frames a view did not
     show give no pair."""
@@ -41,29 +39,17 @@ class AttentionSupervision(Technique):
 
     def __init__(self, weight: float = 0.1, alpha: float = 20.0, num_negatives: int = 2, hard_negatives: bool = False,
                  view: str = "whole", labels_field: str = "att_labels", regions_field: str = "vid_mask", seed: int = 0):
-        super().__init__(seed)
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"AttentionSupervision weight must be a finite number >= 0, got {weight!r}")
+        super().__init__(weight, view, seed)
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"AttentionSupervision alpha must be a finite number > 0, got {alpha!r}")
         if not isinstance(num_negatives, int) or isinstance(num_negatives, bool) or num_negatives < 1:
             raise ValueError(f"AttentionSupervision num_negatives must be an integer >= 1, got {num_negatives!r}")
-        if view not in VIEWS:
-            raise ValueError(f"AttentionSupervision view must be one of {VIEWS}, got {view!r}")
-        self.weight, self.alpha, self.num_negatives = float(weight), float(alpha), num_negatives
-        self.hard_negatives, self.view = bool(hard_negatives), view
+        self.alpha, self.num_negatives, self.hard_negatives = float(alpha), num_negatives, bool(hard_negatives)
         self.labels_field, self.regions_field = labels_field, regions_field
         self.label_fields = (labels_field,)
 
-    @property
-    def needs_frames(self) -> bool:
-        return self.view == "causal"
-
     def loss_terms(self, step) -> Dict[str, torch.Tensor]:
-        out = step.whole() if self.view == "whole" else step.causal()
-        if out.attention is None:
-            raise ValueError(f"AttentionSupervision: {type(step.adapter).__name__}'s {self.view} view returned no "
-                             "attention (field: attention)")
+        out = self.supervised_output(step)
         rows = torch.arange(out.attention.shape[0], device=out.attention.device)
         scores = out.attention[rows, step.answer.to(rows.device)]          # [B, T, L, R]: the GT hypothesis
         labels, regions = attention_inputs(step.batch, self.labels_field, self.regions_field, tuple(scores.shape))

@@ -8,6 +8,7 @@ from the clean batch, with the selector the techniques declare (``frames``).
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -82,3 +83,34 @@ class Augmentation(Technique):
     def composes_after(self, other: "Augmentation") -> bool:
         """True if this augmentation may run on a batch ``other`` has already rewritten."""
         return False
+
+
+class ViewSupervision(Technique):
+    """Phase 2: a weighted loss on one output field (``supervises[0]``) of one view of the step:
+    ``view="whole"`` the whole video, ``"causal"`` the step's causal frames (then it reads ``step.keep``).
+    Holds what span and attention supervision share: the checked ``weight`` and ``view``, and the view's
+    output with a clear error when the adapter's forward left the field empty."""
+
+    VIEWS = ("whole", "causal")
+
+    def __init__(self, weight: float, view: str = "whole", seed: int = 0):
+        super().__init__(seed)
+        name = type(self).__name__
+        if isinstance(weight, bool) or not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"{name} weight must be a finite number >= 0, got {weight!r}")
+        if view not in self.VIEWS:
+            raise ValueError(f"{name} view must be one of {self.VIEWS}, got {view!r}")
+        self.weight, self.view = float(weight), view
+
+    @property
+    def needs_frames(self) -> bool:
+        return self.view == "causal"
+
+    def supervised_output(self, step):
+        """The view's ``ModelOutput``, its ``supervises[0]`` field checked to be there."""
+        out = step.whole() if self.view == "whole" else step.causal()
+        field = self.supervises[0]
+        if getattr(out, field) is None:
+            raise ValueError(f"{type(self).__name__}: {type(step.adapter).__name__}'s {self.view} view returned no "
+                             f"{field} (field: {field})")
+        return out

@@ -16,18 +16,15 @@ the paper tuned it to.
 
 from __future__ import annotations
 
-import math
 from typing import Dict
 
 import torch
 
 from sparc.losses import span_loss
-from sparc.techniques.base import Technique
-
-VIEWS = ("whole", "causal")
+from sparc.techniques.base import ViewSupervision
 
 
-class SpanSupervision(Technique):
+class SpanSupervision(ViewSupervision):
     """``w_span · L_span`` on a view's span logits of the ground-truth hypothesis.
 
     ``view``: ``"whole"`` (the whole video, STAGE's) or ``"causal"`` (the step's causal frames: a row
@@ -39,24 +36,12 @@ class SpanSupervision(Technique):
 
     def __init__(self, weight: float = 0.5, view: str = "whole", start_field: str = "ts_label_st",
                  end_field: str = "ts_label_ed", missing_field: str = "ts_missing", seed: int = 0):
-        super().__init__(seed)
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"SpanSupervision weight must be a finite number >= 0, got {weight!r}")
-        if view not in VIEWS:
-            raise ValueError(f"SpanSupervision view must be one of {VIEWS}, got {view!r}")
-        self.weight, self.view = float(weight), view
+        super().__init__(weight, view, seed)
         self.start_field, self.end_field, self.missing_field = start_field, end_field, missing_field
         self.label_fields = (start_field, end_field)
 
-    @property
-    def needs_frames(self) -> bool:
-        return self.view == "causal"
-
     def loss_terms(self, step) -> Dict[str, torch.Tensor]:
-        out = step.whole() if self.view == "whole" else step.causal()
-        if out.span_logits is None:
-            raise ValueError(f"SpanSupervision: {type(step.adapter).__name__}'s {self.view} view returned no "
-                             "span_logits (field: span_logits)")
+        out = self.supervised_output(step)
         start_logits, end_logits = out.span_logits                      # [B, C, T] each
         start, end, use = span_targets(step.batch, self.start_field, self.end_field, self.missing_field,
                                        start_logits.shape[-1], out.frames, step.adapter.qid_field)
