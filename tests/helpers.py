@@ -74,7 +74,9 @@ def run_checked(command, **kwargs):
     import subprocess
 
     done = subprocess.run(command, capture_output=True, text=True, **kwargs)
-    assert done.returncode == 0, f"{' '.join(map(str, command))} exited {done.returncode}:\n{done.stderr[-4000:]}"
+    # A launcher's own traceback fills the stderr's end; the child's message that caused it comes first.
+    err = done.stderr if len(done.stderr) <= 16000 else done.stderr[:8000] + "\n[...]\n" + done.stderr[-8000:]
+    assert done.returncode == 0, f"{' '.join(map(str, command))} exited {done.returncode}:\n{err}"
     return done
 
 
