@@ -5,7 +5,6 @@ the field; extract-priors' reading of the QA json."""
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +19,9 @@ LEVELS = {"level_1", "level_2", "level_3", "level_4", "total"}
 
 
 def run(*args, launcher=(sys.executable,)):
-    subprocess.run([*launcher, str(RECIPES / "dramaqa.py"), "--smoke", *args], check=True, timeout=300, env=ENV,
-                   capture_output=True)
+    from helpers import run_checked  # tests/helpers.py
+
+    run_checked([*launcher, str(RECIPES / "dramaqa.py"), "--smoke", *args], timeout=300, env=ENV)
 
 
 @pytest.fixture(scope="module")

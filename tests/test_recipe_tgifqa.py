@@ -140,13 +140,13 @@ def _smoke_config(tmp_path):
 
 
 def test_frameqa_under_accelerate_on_two_cpu_processes(tmp_path):
-    from helpers import free_port
+    from helpers import free_port, run_checked
 
     # two CPU processes: accelerate's multi-process launcher with ACCELERATE_USE_CPU=1 (--cpu starts one)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
               str(RECIPES / "tgifqa.py"), "--task", "frameqa", "--smoke", "--output", str(tmp_path)]
-    subprocess.run(launch, check=True, timeout=300, env={**ONE_THREAD, "ACCELERATE_USE_CPU": "1"}, capture_output=True)
+    run_checked(launch, timeout=300, env={**ONE_THREAD, "ACCELERATE_USE_CPU": "1"})
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["processes"] == 2 and results["global_step"] == 4    # 2 epochs x ceil(18 / 2 processes / 8)
     assert list(results["metrics"]) == METRICS["frameqa"] and len(json.loads((tmp_path / "predictions.json").read_text())) == 12

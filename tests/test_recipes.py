@@ -13,8 +13,9 @@ KEYS = ["Why", "How", "Bef&Aft", "When", "Cnt", "Loc", "Other", "Acc_C", "Acc_T"
 
 
 def run(*args, env=None):
-    subprocess.run([sys.executable, str(RECIPES / "nextqa.py"), *args], check=True, timeout=300,
-                   env={**os.environ, **(env or {})}, capture_output=True)
+    from helpers import run_checked  # tests/helpers.py
+
+    run_checked([sys.executable, str(RECIPES / "nextqa.py"), *args], timeout=300, env={**os.environ, **(env or {})})
 
 
 def test_nextqa_smoke_writes_the_official_metrics(tmp_path):
@@ -48,14 +49,14 @@ def test_nextqa_resumes_where_it_stopped(tmp_path):
 
 
 def test_nextqa_under_accelerate_on_two_cpu_processes(tmp_path):
-    from helpers import free_port  # tests/helpers.py
+    from helpers import free_port, run_checked  # tests/helpers.py
 
     # accelerate launch --cpu always starts ONE process (accelerate 1.16: its simple launcher); two CPU
     # processes are the multi-process launcher with ACCELERATE_USE_CPU=1, which Accelerator reads as MULTI_CPU.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
               str(RECIPES / "nextqa.py"), "--smoke", "--output", str(tmp_path)]
-    subprocess.run(launch, check=True, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"}, capture_output=True)
+    run_checked(launch, timeout=300, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["processes"] == 2
     assert list(results["metrics"]) == KEYS and len(json.loads((tmp_path / "predictions.json").read_text())) == 24
